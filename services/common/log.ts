@@ -1,0 +1,18 @@
+import { pino, type Logger } from 'pino'
+import type { CommonConfig } from './config.js'
+
+export type { Logger }
+
+/** A JSON-lines logger that stamps every line with the service name. */
+export function createLogger(
+  config: Pick<CommonConfig, 'service' | 'logLevel'>,
+  destination?: pino.DestinationStream,
+): Logger {
+  const options: pino.LoggerOptions = {
+    level: config.logLevel,
+    base: { service: config.service, pid: process.pid },
+    timestamp: pino.stdTimeFunctions.isoTime,
+    formatters: { level: (label) => ({ level: label }) },
+  }
+  return destination ? pino(options, destination) : pino(options)
+}
