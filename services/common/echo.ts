@@ -1,4 +1,4 @@
-import { Code, type ConnectRouter, ConnectError } from '@connectrpc/connect'
+import { Code, ConnectError, type ConnectRouter } from '@connectrpc/connect'
 import { EchoService } from '../../gen/vigil/kit/v1/kit_pb.js'
 import { sleep } from './health.js'
 import { drainSignalKey } from './server.js'

@@ -3,8 +3,8 @@ import { Code, ConnectError, type ConnectRouter } from '@connectrpc/connect'
 import {
   Health,
   type HealthCheckResponse,
-  HealthCheckResponse_ServingStatus as Status,
   HealthCheckResponseSchema,
+  HealthCheckResponse_ServingStatus as Status,
 } from '../../gen/health/v1/health_pb.js'
 
 /** A named condition the process needs to serve, such as "nats connected". */
@@ -101,7 +101,8 @@ export function healthRoutes(state: HealthState, drainSignal: AbortSignal) {
       },
       list() {
         const statuses: Record<string, HealthCheckResponse> = {}
-        for (const name of state.listServices()) statuses[name] = response(state.status(name) ?? Status.UNKNOWN)
+        for (const name of state.listServices())
+          statuses[name] = response(state.status(name) ?? Status.UNKNOWN)
         return { statuses }
       },
     })

@@ -25,7 +25,11 @@ export function errorNormalization(log: Logger): Interceptor {
     if (!res.stream) return res
     return {
       ...res,
-      message: wrapStreamEnd(res.message, () => {}, (err) => normalize(err, req.url)),
+      message: wrapStreamEnd(
+        res.message,
+        () => {},
+        (err) => normalize(err, req.url),
+      ),
     }
   }
 }

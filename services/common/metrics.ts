@@ -1,4 +1,4 @@
-import { Code, type Interceptor } from '@connectrpc/connect'
+import type { Interceptor } from '@connectrpc/connect'
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client'
 import { codeName, wrapStreamEnd } from './rpc.js'
 
@@ -61,4 +61,3 @@ export class Metrics {
     }
   }
 }
-

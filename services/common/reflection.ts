@@ -1,4 +1,11 @@
-import { create, type DescFile, type DescMessage, type DescService, fromBinary, toBinary } from '@bufbuild/protobuf'
+import {
+  create,
+  type DescFile,
+  type DescMessage,
+  type DescService,
+  fromBinary,
+  toBinary,
+} from '@bufbuild/protobuf'
 import { FileDescriptorProtoSchema } from '@bufbuild/protobuf/wkt'
 import type { ConnectRouter } from '@connectrpc/connect'
 import {
@@ -9,9 +16,9 @@ import {
   ServerReflectionResponseSchema,
 } from '../../gen/grpc/reflection/v1/reflection_pb.js'
 import {
-  ServerReflection as ServerReflectionAlpha,
   ServerReflectionRequestSchema as AlphaRequestSchema,
   ServerReflectionResponseSchema as AlphaResponseSchema,
+  ServerReflection as ServerReflectionAlpha,
 } from '../../gen/grpc/reflection/v1alpha/reflection_pb.js'
 
 // gRPC status codes used by reflection's ErrorResponse.
@@ -77,7 +84,10 @@ export class DescriptorIndex {
 }
 
 /** Answers one reflection request (v1 shapes; v1alpha is converted on the wire). */
-export function answerReflection(index: DescriptorIndex, req: ServerReflectionRequest): ServerReflectionResponse {
+export function answerReflection(
+  index: DescriptorIndex,
+  req: ServerReflectionRequest,
+): ServerReflectionResponse {
   const base = { validHost: req.host, originalRequest: req }
   const files = (file: DescFile | undefined, what: string): ServerReflectionResponse =>
     file
@@ -139,7 +149,10 @@ export function reflectionRoutes(services: DescService[]) {
         for await (const req of requests) {
           // v1alpha and v1 share field numbers, so the wire form converts one into the other.
           const v1 = fromBinary(ServerReflectionRequestSchema, toBinary(AlphaRequestSchema, req))
-          yield fromBinary(AlphaResponseSchema, toBinary(ServerReflectionResponseSchema, answerReflection(index, v1)))
+          yield fromBinary(
+            AlphaResponseSchema,
+            toBinary(ServerReflectionResponseSchema, answerReflection(index, v1)),
+          )
         }
       },
     })

@@ -4,9 +4,9 @@ import net, { type AddressInfo, type Socket } from 'node:net'
 import type { DescService } from '@bufbuild/protobuf'
 import {
   type ConnectRouter,
+  cors,
   createContextKey,
   createContextValues,
-  cors,
   type Interceptor,
 } from '@connectrpc/connect'
 import { connectNodeAdapter } from '@connectrpc/connect-node'
@@ -222,7 +222,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
 
 /** Hands a clear-text connection to the HTTP/2 server when it starts with the preface, else HTTP/1.1. */
 function sniff(socket: Socket, h1: http.Server, h2: http2.Http2Server): void {
-  let seen = Buffer.alloc(0)
+  let seen: Buffer = Buffer.alloc(0)
   const cleanup = () => {
     socket.off('data', onData)
     socket.off('error', onError)

@@ -25,8 +25,9 @@ export const file_vigil_telemetry_v1_telemetry: GenFile = /*@__PURE__*/
  * - device_id: 1..64 characters of [A-Za-z0-9._:-], starting with a letter or digit;
  * - ts: required, at most 5 minutes in the future and at most 30 days in the past of the time it
  *   is received;
- * - sensors: 1..128 entries; names 1..64 characters of [a-z0-9_.-] after normalization
- *   (lower case, spaces and dashes folded to '_'); values finite;
+ * - sensors: 1..128 entries; after normalization (lower case, spaces and dashes folded to '_')
+ *   names are 1..64 characters of [a-z0-9_.] starting with a letter or digit, and distinct;
+ *   values finite;
  * - meta: at most 32 entries; keys 1..64 characters, values at most 256 characters;
  * - the encoded payload is at most 64 KiB.
  *

@@ -1,0 +1,136 @@
+import { createHash } from 'node:crypto'
+import { mkdirSync } from 'node:fs'
+import { join } from 'node:path'
+import { type ClickHouseClient, createClient } from '@clickhouse/client'
+import type { CommonConfig } from './config.js'
+import type { Logger } from './log.js'
+
+export type { ClickHouseClient }
+
+type ChdbAsClientConnection = NonNullable<NonNullable<Parameters<typeof createClient>[0]>['connection']>
+
+/** A ClickHouse client plus the database its tables live in. */
+export interface ClickHouse {
+  client: ClickHouseClient
+  database: string
+  /** `embedded` (chdb in the data dir, this process only) or `server` (HTTP to VIGIL_CLICKHOUSE_URL). */
+  mode: 'embedded' | 'server'
+  /** A table's fully qualified, quoted name. Queries always qualify names: chdb has no per-client database. */
+  table(name: string): string
+  close(): Promise<void>
+}
+
+/**
+ * One factory for both modes: HTTP to a ClickHouse server when VIGIL_CLICKHOUSE_URL is set, else
+ * embedded ClickHouse (chdb) in `<dataDir>/clickhouse`. chdb binds one data folder per process and
+ * locks it, so in embedded mode only one process may open the store.
+ */
+export async function openClickHouse(
+  config: Pick<
+    CommonConfig,
+    'clickhouseUrl' | 'clickhouseUser' | 'clickhousePassword' | 'clickhouseDatabase' | 'dataDir'
+  >,
+  log: Logger,
+): Promise<ClickHouse> {
+  const database = config.clickhouseDatabase
+  let client: ClickHouseClient
+  let mode: ClickHouse['mode']
+  if (config.clickhouseUrl) {
+    mode = 'server'
+    client = createClient({
+      url: config.clickhouseUrl,
+      username: config.clickhouseUser,
+      password: config.clickhousePassword,
+      request_timeout: 60_000,
+      clickhouse_settings: { date_time_input_format: 'best_effort' },
+    })
+  } else {
+    mode = 'embedded'
+    const path = join(config.dataDir, 'clickhouse')
+    mkdirSync(path, { recursive: true })
+    // Imported lazily so server deployments need not ship the native library.
+    const { createChdbConnection } = await import('chdb/connection')
+    // chdb types the connection against its own copy of @clickhouse/client-common; same shape.
+    const connection = createChdbConnection({ path }) as unknown as ChdbAsClientConnection
+    client = createClient({ connection })
+  }
+  const ping = await client.ping()
+  if (!ping.success) {
+    await client.close()
+    const where = config.clickhouseUrl ?? 'embedded chdb'
+    throw new Error(`cannot reach ClickHouse at ${where}: ${(ping as { error?: Error }).error?.message}`)
+  }
+  await client.command({ query: `CREATE DATABASE IF NOT EXISTS ${quoteIdent(database)}` })
+  log.info(
+    { mode, database, url: config.clickhouseUrl ?? join(config.dataDir, 'clickhouse') },
+    'clickhouse ready',
+  )
+  return {
+    client,
+    database,
+    mode,
+    table: (name) => `${quoteIdent(database)}.${quoteIdent(name)}`,
+    close: () => client.close(),
+  }
+}
+
+/** Quotes a ClickHouse identifier. */
+export function quoteIdent(name: string): string {
+  return `\`${name.replace(/\\/g, '\\\\').replace(/`/g, '\\`')}\``
+}
+
+/** One schema change. `statements` use `{db}` for the database; each must be idempotent (IF NOT EXISTS). */
+export interface Migration {
+  version: number
+  name: string
+  statements: string[]
+}
+
+/**
+ * Applies migrations in version order, recording each in `schema_migrations`. Applied migrations are
+ * skipped; one whose statements changed since it was applied is an error (write a new migration
+ * instead). Two processes starting at once both run idempotent statements and record the same rows,
+ * which the ReplacingMergeTree folds into one.
+ */
+export async function migrate(ch: ClickHouse, migrations: Migration[], log: Logger): Promise<number[]> {
+  const versions = migrations.map((m) => m.version)
+  if (new Set(versions).size !== versions.length) throw new Error('migrations: duplicate version numbers')
+  const ledger = ch.table('schema_migrations')
+  await ch.client.command({
+    query: `CREATE TABLE IF NOT EXISTS ${ledger} (
+      version UInt32, name String, checksum String, applied_at DateTime64(3, 'UTC')
+    ) ENGINE = ReplacingMergeTree(applied_at) ORDER BY version`,
+  })
+  const rows = await (
+    await ch.client.query({ query: `SELECT version, checksum FROM ${ledger} FINAL`, format: 'JSONEachRow' })
+  ).json<{ version: number; checksum: string }>()
+  const applied = new Map(rows.map((r) => [Number(r.version), r.checksum]))
+  const done: number[] = []
+  for (const m of [...migrations].sort((a, b) => a.version - b.version)) {
+    const statements = m.statements.map((s) => s.replaceAll('{db}', quoteIdent(ch.database)))
+    const checksum = createHash('sha256').update(statements.join('\n;\n')).digest('hex').slice(0, 16)
+    const previous = applied.get(m.version)
+    if (previous !== undefined) {
+      if (previous !== checksum) {
+        throw new Error(
+          `migration ${m.version} (${m.name}) changed after it was applied; add a new migration instead`,
+        )
+      }
+      continue
+    }
+    for (const query of statements) await ch.client.command({ query })
+    await ch.client.insert({
+      table: ledger,
+      values: [{ version: m.version, name: m.name, checksum, applied_at: toDateTime64(new Date()) }],
+      format: 'JSONEachRow',
+    })
+    log.info({ version: m.version, name: m.name }, 'migration applied')
+    done.push(m.version)
+  }
+  return done
+}
+
+/** A Date as ClickHouse reads DateTime64(3, 'UTC') text: `2025-08-26 12:34:56.789`. */
+export function toDateTime64(date: Date | number): string {
+  return new Date(date).toISOString().replace('T', ' ').replace('Z', '')
+}
