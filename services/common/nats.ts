@@ -260,7 +260,8 @@ export async function runConsumer(opts: ConsumerLoopOptions): Promise<void> {
         const reason = err instanceof Error ? err.message : String(err)
         log.error({ subject: msg.subject, seq: msg.seq, deliveries, reason }, 'poison message: terminated')
         await deadLetter(js, `consumer:${opts.durable}`, msg.data, reason, log)
-        msg.term(reason)
+        // No reason argument: nats-server 2.9 ignores "+TERM <reason>"; the reason is in the dead letter.
+        msg.term()
         return
       }
       const delay = Math.min(backoff * 2 ** (deliveries - 1), maxBackoff)

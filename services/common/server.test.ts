@@ -9,6 +9,7 @@ import { createConnectTransport, createGrpcTransport, createGrpcWebTransport } f
 import { EchoService } from '../../gen/vigil/kit/v1/kit_pb.js'
 import { dynamicClient, grpc, PROTO, serverStream, unary } from '../../test/fixtures/grpc.js'
 import { echoRoutes } from './echo.js'
+import { invalidArgument, violationsOf } from './errors.js'
 import { createLogger } from './log.js'
 import { Metrics } from './metrics.js'
 import { type RunningServer, startServer } from './server.js'
@@ -278,6 +279,9 @@ describe('kit server: errors', () => {
         router.service(EchoService, {
           echo(req) {
             if (req.message === 'secret') throw new Error('database password is hunter2')
+            if (req.message === 'invalid') {
+              throw invalidArgument('echo', [{ field: 'message', description: 'must not be "invalid"' }])
+            }
             throw new ConnectError('nope', Code.FailedPrecondition)
           },
           async *echoStream() {
@@ -303,6 +307,30 @@ describe('kit server: errors', () => {
     assert.ok(kept instanceof ConnectError)
     assert.equal(kept.code, Code.FailedPrecondition)
     assert.equal(kept.rawMessage, 'nope')
+  })
+
+  it('sends field violations as google.rpc.BadRequest to Connect and gRPC clients', async () => {
+    for (const transport of [
+      createConnectTransport({ baseUrl: server.url, httpVersion: '1.1' }),
+      createGrpcTransport({ baseUrl: server.url }),
+      createGrpcWebTransport({ baseUrl: server.url, httpVersion: '1.1' }),
+    ]) {
+      const err = await createClient(EchoService, transport)
+        .echo({ message: 'invalid' })
+        .catch((e: unknown) => ConnectError.from(e))
+      assert.ok(err instanceof ConnectError)
+      assert.equal(err.code, Code.InvalidArgument)
+      assert.deepEqual(violationsOf(err), [{ field: 'message', description: 'must not be "invalid"' }])
+    }
+    // grpc-js sees the standard trailer with the encoded google.rpc.Status.
+    const client = dynamicClient(PROTO.kit, 'vigil.kit.v1.EchoService', server.url.replace('http://', ''))
+    try {
+      const err = await unary(client, 'echo', { message: 'invalid' }).catch((e: grpc.ServiceError) => e)
+      assert.equal((err as grpc.ServiceError).code, grpc.status.INVALID_ARGUMENT)
+      assert.ok((err as grpc.ServiceError).metadata.get('grpc-status-details-bin').length === 1)
+    } finally {
+      client.close()
+    }
   })
 
   it('does the same for a failing stream after its first message', async () => {
