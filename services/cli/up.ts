@@ -1,0 +1,221 @@
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs'
+import { join, resolve } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { DEFAULT_PORTS, EnvReader } from '../common/config.js'
+import { createLogger } from '../common/log.js'
+import { mosquittoConfig } from '../common/mosquitto.js'
+import { connectNats, provisionBus } from '../common/nats.js'
+import { waitForPort } from '../common/net.js'
+import { ensurePortFree, ensureWritableDir, findExecutable, MissingPrerequisite } from './prerequisites.js'
+import { Supervised } from './supervisor.js'
+
+/** The services `vigil up` runs, in start order, with the issue that builds each one. */
+const SERVICES = [
+  { name: 'ingest', port: DEFAULT_PORTS.ingest, issue: 'Ingest' },
+  { name: 'inference', port: DEFAULT_PORTS.inference, issue: 'Inference' },
+  { name: 'query', port: DEFAULT_PORTS.query, issue: 'Analytics' },
+  { name: 'bridge', port: DEFAULT_PORTS.bridge, issue: 'Ingest' },
+] as const
+
+const repoRoot = resolve(
+  fileURLToPath(new URL('.', import.meta.url)),
+  import.meta.url.includes('/dist/') ? '../../..' : '../..',
+)
+
+interface Row {
+  component: string
+  address: string
+  state: string
+}
+
+/** `vigil up`: the whole stack on one machine, on embedded defaults, until Ctrl-C. */
+export async function up(argv: string[]): Promise<number> {
+  const flags = parseFlags(argv)
+  const r = new EnvReader()
+  const dataDir = resolve(r.string('VIGIL_DATA_DIR', '.vigil'))
+  const natsUrl = r.url('VIGIL_NATS_URL', undefined, ['nats', 'tls'])
+  const mqttUrl = r.url('VIGIL_MQTT_URL', undefined, ['mqtt', 'mqtts', 'tcp', 'ssl'])
+  const clickhouseUrl = r.url('VIGIL_CLICKHOUSE_URL', undefined, ['http', 'https'])
+  r.done()
+
+  const log = createLogger({ service: 'cli', logLevel: 'warn' })
+  const say = (line: string) => process.stdout.write(`${line}\n`)
+  const children: Supervised[] = []
+  const rows: Row[] = []
+  const logDir = join(dataDir, 'logs')
+
+  try {
+    ensureWritableDir(dataDir)
+    mkdirSync(logDir, { recursive: true })
+
+    // NATS: ours unless one is configured.
+    let busUrl = natsUrl
+    if (!busUrl) {
+      const binary = findExecutable('nats-server')
+      if (!binary) {
+        throw new MissingPrerequisite(
+          'nats-server is not installed',
+          'install it (sudo apt-get install nats-server) or set VIGIL_NATS_URL to a running server',
+        )
+      }
+      await ensurePortFree(
+        DEFAULT_PORTS.nats,
+        '127.0.0.1',
+        'nats-server',
+        'set VIGIL_NATS_URL to use a running server',
+      )
+      const store = join(dataDir, 'nats')
+      mkdirSync(store, { recursive: true })
+      const nats = new Supervised(
+        {
+          name: 'nats-server',
+          command: binary,
+          args: ['-a', '127.0.0.1', '-p', String(DEFAULT_PORTS.nats), '-js', '-sd', store],
+          logDir,
+        },
+        say,
+      )
+      nats.start()
+      children.push(nats)
+      await waitForPort(DEFAULT_PORTS.nats, { timeoutMs: 15_000, alive: () => nats.running })
+      busUrl = `nats://127.0.0.1:${DEFAULT_PORTS.nats}`
+      rows.push({ component: 'nats-server', address: busUrl, state: `started (JetStream data in ${store})` })
+    } else {
+      rows.push({ component: 'nats', address: busUrl, state: 'configured (VIGIL_NATS_URL)' })
+    }
+    const nc = await connectNats({ service: 'cli', natsUrl: busUrl }, log, { waitMs: 10_000 })
+    await provisionBus(nc, log)
+    await nc.drain()
+    rows.push({
+      component: 'bus',
+      address: busUrl,
+      state: 'streams TELEMETRY, INFERENCES, REJECTED, COMMANDS ready',
+    })
+
+    // MQTT: mosquitto from PATH unless a broker is configured.
+    if (!mqttUrl) {
+      const binary = findExecutable('mosquitto')
+      if (!binary) {
+        throw new MissingPrerequisite(
+          'mosquitto is not installed',
+          'install it (sudo apt-get install mosquitto mosquitto-clients) or set VIGIL_MQTT_URL',
+        )
+      }
+      await ensurePortFree(
+        DEFAULT_PORTS.mqtt,
+        '127.0.0.1',
+        'mosquitto',
+        'set VIGIL_MQTT_URL to use a running broker',
+      )
+      const dir = join(dataDir, 'mosquitto')
+      mkdirSync(dir, { recursive: true })
+      const file = join(dir, 'mosquitto.conf')
+      writeFileSync(file, mosquittoConfig({ port: DEFAULT_PORTS.mqtt, dataDir: dir }))
+      const broker = new Supervised({ name: 'mosquitto', command: binary, args: ['-c', file], logDir }, say)
+      broker.start()
+      children.push(broker)
+      await waitForPort(DEFAULT_PORTS.mqtt, { timeoutMs: 15_000, alive: () => broker.running })
+      rows.push({
+        component: 'mosquitto',
+        address: `mqtt://127.0.0.1:${DEFAULT_PORTS.mqtt}`,
+        state: `started (${file})`,
+      })
+    } else {
+      rows.push({ component: 'mqtt', address: mqttUrl, state: 'configured (VIGIL_MQTT_URL)' })
+    }
+
+    rows.push({
+      component: 'clickhouse',
+      address: clickhouseUrl ?? `embedded in ${join(dataDir, 'clickhouse')}`,
+      state: clickhouseUrl ? 'configured (VIGIL_CLICKHOUSE_URL)' : 'opened by the store/query process',
+    })
+
+    for (const service of SERVICES) {
+      const entry = serviceEntry(service.name)
+      if (!entry) {
+        rows.push({
+          component: service.name,
+          address: '-',
+          state: `not built yet (issue "${service.issue}")`,
+        })
+        continue
+      }
+      await ensurePortFree(service.port, '127.0.0.1', service.name, `set VIGIL_PORT for ${service.name}`)
+      const child = new Supervised(
+        {
+          name: service.name,
+          command: process.execPath,
+          args: entry,
+          env: {
+            ...process.env,
+            VIGIL_PORT: String(service.port),
+            VIGIL_NATS_URL: busUrl,
+            VIGIL_DATA_DIR: dataDir,
+          },
+          logDir,
+        },
+        say,
+      )
+      child.start()
+      children.push(child)
+      rows.push({ component: service.name, address: `http://127.0.0.1:${service.port}`, state: 'started' })
+    }
+    if (flags.simulate > 0) {
+      rows.push({ component: 'simulator', address: '-', state: 'not built yet (issue "Ingest")' })
+    }
+
+    say('')
+    say(table(rows))
+    say('')
+    say(`Logs: ${logDir}. Data: ${dataDir}. Press Ctrl-C to stop.`)
+    await new Promise<void>((resolveStop) => {
+      process.once('SIGINT', resolveStop)
+      process.once('SIGTERM', resolveStop)
+    })
+    say('stopping…')
+    return 0
+  } catch (err) {
+    if (err instanceof MissingPrerequisite) {
+      process.stderr.write(`vigil up: ${err.message}\n  fix: ${err.fix}\n`)
+      return 1
+    }
+    process.stderr.write(`vigil up: ${(err as Error).message}\n`)
+    return 1
+  } finally {
+    for (const child of [...children].reverse()) await child.stop()
+  }
+}
+
+/** How to run a service: compiled JS when built, else its TypeScript through tsx. */
+function serviceEntry(name: string): string[] | undefined {
+  const built = join(repoRoot, 'dist', 'services', name, 'main.js')
+  if (import.meta.url.includes('/dist/') && existsSync(built)) return [built]
+  const source = join(repoRoot, 'services', name, 'main.ts')
+  if (existsSync(source)) return ['--import', 'tsx', source]
+  return undefined
+}
+
+function parseFlags(argv: string[]): { simulate: number } {
+  let simulate = 50
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]
+    if (arg === '--simulate') simulate = Number(argv[++i] ?? '50')
+    else if (arg?.startsWith('--simulate=')) simulate = Number(arg.split('=')[1])
+    else if (arg === '--no-simulate') simulate = 0
+    else throw new MissingPrerequisite(`unknown option ${arg}`, 'see vigil help')
+  }
+  if (!Number.isInteger(simulate) || simulate < 0)
+    throw new MissingPrerequisite('--simulate wants a device count', 'e.g. --simulate 50')
+  return { simulate }
+}
+
+function table(rows: Row[]): string {
+  const widths = (['component', 'address', 'state'] as const).map((k) =>
+    Math.max(k.length, ...rows.map((r) => r[k].length)),
+  )
+  const line = (cells: string[]) => cells.map((c, i) => c.padEnd(widths[i]!)).join('  ')
+  return [
+    line(['COMPONENT', 'ADDRESS', 'STATE']),
+    ...rows.map((r) => line([r.component, r.address, r.state])),
+  ].join('\n')
+}

@@ -1,0 +1,37 @@
+/** Options for a generated mosquitto configuration. */
+export interface MosquittoOptions {
+  port: number
+  host?: string
+  dataDir: string
+  /** Lines appended as they are (listeners, TLS, plugins). */
+  extra?: string[]
+}
+
+/**
+ * A mosquitto configuration for Vigil. The queue limits are raised on purpose: with mosquitto's
+ * defaults a subscriber that falls behind silently loses QoS1 messages the broker had already
+ * acknowledged to their publishers, which would break "no lost readings".
+ */
+export function mosquittoConfig(opts: MosquittoOptions): string {
+  const lines = [
+    'per_listener_settings false',
+    `listener ${opts.port} ${opts.host ?? '127.0.0.1'}`,
+    'allow_anonymous true',
+    'persistence true',
+    `persistence_location ${opts.dataDir.replace(/\/?$/, '/')}`,
+    'autosave_interval 30',
+    'max_inflight_messages 1000',
+    'max_queued_messages 1000000',
+    'max_queued_bytes 0',
+    'max_packet_size 1048576',
+    'log_dest stdout',
+    'log_type error',
+    'log_type warning',
+    'log_type notice',
+    'log_timestamp_format %Y-%m-%dT%H:%M:%S',
+    // mosquitto drops root privileges to the "mosquitto" user unless told to stay.
+    ...(process.getuid?.() === 0 ? ['user root'] : []),
+    ...(opts.extra ?? []),
+  ]
+  return `${lines.join('\n')}\n`
+}
