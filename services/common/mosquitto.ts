@@ -23,7 +23,9 @@ export function mosquittoConfig(opts: MosquittoOptions): string {
     'max_inflight_messages 1000',
     'max_queued_messages 1000000',
     'max_queued_bytes 0',
-    'max_packet_size 1048576',
+    // Payloads up to 4 MiB reach the bridge, which keeps oversize ones (over 64 KiB) as dead letters;
+    // larger packets are refused by the broker itself.
+    'max_packet_size 4194304',
     'log_dest stdout',
     'log_type error',
     'log_type warning',

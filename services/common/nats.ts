@@ -1,5 +1,3 @@
-import { create, toBinary } from '@bufbuild/protobuf'
-import { timestampNow } from '@bufbuild/protobuf/wkt'
 import {
   AckPolicy,
   DeliverPolicy,
@@ -16,10 +14,11 @@ import {
 import { Kvm } from '@nats-io/kv'
 import { Objm } from '@nats-io/obj'
 import { connect, type NatsConnection } from '@nats-io/transport-node'
-import { RejectedSchema, RejectReason } from '../../gen/vigil/telemetry/v1/telemetry_pb.js'
+import { RejectReason } from '../../gen/vigil/telemetry/v1/telemetry_pb.js'
 import type { CommonConfig } from './config.js'
 import { sleep } from './health.js'
 import type { Logger } from './log.js'
+import { keepRejected } from './rejections.js'
 
 export type { JetStreamClient, JetStreamManager, JsMsg, NatsConnection }
 
@@ -259,7 +258,12 @@ export async function runConsumer(opts: ConsumerLoopOptions): Promise<void> {
       if (err instanceof PoisonMessageError || deliveries >= maxDeliver) {
         const reason = err instanceof Error ? err.message : String(err)
         log.error({ subject: msg.subject, seq: msg.seq, deliveries, reason }, 'poison message: terminated')
-        await deadLetter(js, `consumer:${opts.durable}`, msg.data, reason, log)
+        await keepRejected(js, {
+          source: `consumer:${opts.durable}`,
+          raw: msg.data,
+          reason: RejectReason.POISON,
+          detail: reason,
+        }).catch((e: Error) => log.error({ err: e.message }, 'could not dead-letter a poison message'))
         // No reason argument: nats-server 2.9 ignores "+TERM <reason>"; the reason is in the dead letter.
         msg.term()
         return
@@ -298,30 +302,4 @@ export async function runConsumer(opts: ConsumerLoopOptions): Promise<void> {
     }
   }
   await Promise.all(inFlight)
-}
-
-const DEAD_LETTER_RAW_MAX = 8 * 1024
-
-/** Keeps what could not be processed on `telemetry.rejected.poison`, with the reason. */
-export async function deadLetter(
-  js: JetStreamClient,
-  source: string,
-  raw: Uint8Array,
-  detail: string,
-  log: Logger,
-  reason: RejectReason = RejectReason.POISON,
-): Promise<void> {
-  const rejected = create(RejectedSchema, {
-    source,
-    raw: raw.subarray(0, DEAD_LETTER_RAW_MAX),
-    rawSize: raw.length,
-    reason,
-    detail,
-    receivedAt: timestampNow(),
-  })
-  try {
-    await js.publish(rejectedSubject(reason), toBinary(RejectedSchema, rejected))
-  } catch (err) {
-    log.error({ err: (err as Error).message, source }, 'could not dead-letter a message')
-  }
 }

@@ -1,0 +1,67 @@
+// vigil-bridge: MQTT devices → JetStream (see services/bridge/README.md).
+import { hostname } from 'node:os'
+import { jetstream } from '@nats-io/jetstream'
+import { ReadingBatcher } from '../common/batcher.js'
+import { DEFAULT_PORTS } from '../common/config.js'
+import { connectNats, provisionBus } from '../common/nats.js'
+import { RateLimiter } from '../common/rate-limit.js'
+import { runService } from '../common/service.js'
+import { Bridge } from './bridge.js'
+import { readBridgeConfig } from './config.js'
+import { MqttSession } from './mqtt-session.js'
+
+await runService({
+  name: 'bridge',
+  defaultPort: DEFAULT_PORTS.bridge,
+  readConfig: readBridgeConfig,
+  async start({ config, log, metrics, health, lifecycle }) {
+    const nc = await connectNats(config, log, { signal: lifecycle.signal })
+    lifecycle.onStop('nats', () => nc.drain())
+    health.addCheck({ name: 'nats', ok: () => !nc.isClosed() })
+    await provisionBus(nc, log)
+    const js = jetstream(nc)
+    const batcher = new ReadingBatcher({
+      js,
+      log,
+      registry: metrics.registry,
+      partitions: config.partitions,
+      source: `bridge/${hostname()}`,
+      maxBatch: config.batchMax,
+      lingerMs: config.batchLingerMs,
+    })
+    let bridge: Bridge | undefined
+    const session = new MqttSession({
+      url: config.mqttUrl,
+      clientId: config.mqttClientId,
+      username: config.mqttUsername,
+      password: config.mqttPassword,
+      ca: config.mqttCa,
+      cert: config.mqttCert,
+      key: config.mqttKey,
+      topicFilter: 'devices/+/telemetry',
+      shareGroup: config.mqttShareGroup,
+      receiveMaximum: Math.min(65_535, config.maxPending),
+      log,
+      onMessage: (msg) => bridge!.onMessage(msg),
+    })
+    bridge = new Bridge({
+      session,
+      batcher,
+      js,
+      rateLimiter: new RateLimiter(config.deviceRate, config.deviceBurst),
+      log,
+      registry: metrics.registry,
+      maxPending: config.maxPending,
+    })
+    health.addCheck({ name: 'mqtt', ok: () => session.isConnected })
+    lifecycle.onStop('mqtt', async () => {
+      // Stop taking messages, store what is held and acknowledge it, then leave the broker.
+      session.pause()
+      await batcher.close()
+      await new Promise((resolve) => setImmediate(resolve))
+      await session.stop()
+    })
+    await session.start()
+    return { routes: () => {} }
+  },
+})
