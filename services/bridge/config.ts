@@ -1,4 +1,5 @@
 import { hostname } from 'node:os'
+import { readBatchConfig } from '../common/batcher.js'
 import type { CommonConfig, EnvReader } from '../common/config.js'
 
 export interface BridgeConfig extends CommonConfig {
@@ -29,8 +30,7 @@ export function readBridgeConfig(r: EnvReader, common: CommonConfig): BridgeConf
     mqttKey: r.file('VIGIL_MQTT_KEY'),
     mqttClientId: r.string('VIGIL_MQTT_CLIENT_ID', `vigil-bridge-${hostname()}`),
     mqttShareGroup: r.string('VIGIL_MQTT_SHARE_GROUP', 'vigil'),
-    batchMax: r.int('VIGIL_BATCH_MAX', 500, 1, 10_000),
-    batchLingerMs: r.int('VIGIL_BATCH_LINGER_MS', 5, 0, 1_000),
+    ...readBatchConfig(r),
     maxPending: r.int('VIGIL_BRIDGE_MAX_PENDING', 50_000, 100, 10_000_000),
     deviceRate: r.int('VIGIL_DEVICE_RATE', 100, 0, 1_000_000),
     deviceBurst: r.int('VIGIL_DEVICE_BURST', 200, 1, 10_000_000),

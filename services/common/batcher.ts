@@ -3,8 +3,17 @@ import { create, toBinary } from '@bufbuild/protobuf'
 import type { JetStreamClient } from '@nats-io/jetstream'
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client'
 import { type Reading, ReadingBatchSchema } from '../../gen/vigil/telemetry/v1/telemetry_pb.js'
+import type { EnvReader } from './config.js'
 import type { Logger } from './log.js'
 import { partitionOf, rawSubject } from './nats.js'
+
+/** Batch size and linger time, read the same way by every producer (bridge, ingest). */
+export function readBatchConfig(r: EnvReader): { batchMax: number; batchLingerMs: number } {
+  return {
+    batchMax: r.int('VIGIL_BATCH_MAX', 500, 1, 10_000),
+    batchLingerMs: r.int('VIGIL_BATCH_LINGER_MS', 5, 0, 1_000),
+  }
+}
 
 /** Called once per reading: without an error when JetStream stored its batch. */
 export type StoredCallback = (err?: Error) => void

@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file vigil/ingest/v1/ingest.proto.
  */
 export const file_vigil_ingest_v1_ingest: GenFile = /*@__PURE__*/
-  fileDesc("Chx2aWdpbC9pbmdlc3QvdjEvaW5nZXN0LnByb3RvEg92aWdpbC5pbmdlc3QudjEiTQoOUHVibGlzaFJlcXVlc3QSLAoHcmVhZGluZxgBIAEoCzIbLnZpZ2lsLnRlbGVtZXRyeS52MS5SZWFkaW5nEg0KBWluZmVyGAIgASgIIlUKD1B1Ymxpc2hSZXNwb25zZRIQCghldmVudF9pZBgBIAEoCRIwCglpbmZlcmVuY2UYAiABKAsyHS52aWdpbC50ZWxlbWV0cnkudjEuSW5mZXJlbmNlIkQKE1B1Ymxpc2hCYXRjaFJlcXVlc3QSLQoIcmVhZGluZ3MYASADKAsyGy52aWdpbC50ZWxlbWV0cnkudjEuUmVhZGluZyKEAQoJUmVqZWN0aW9uEg0KBWluZGV4GAEgASgNEjAKBnJlYXNvbhgCIAEoDjIgLnZpZ2lsLnRlbGVtZXRyeS52MS5SZWplY3RSZWFzb24SNgoKdmlvbGF0aW9ucxgDIAMoCzIiLnZpZ2lsLnRlbGVtZXRyeS52MS5GaWVsZFZpb2xhdGlvbiJrChRQdWJsaXNoQmF0Y2hSZXNwb25zZRIQCghhY2NlcHRlZBgBIAEoDRIuCgpyZWplY3Rpb25zGAIgAygLMhoudmlnaWwuaW5nZXN0LnYxLlJlamVjdGlvbhIRCglldmVudF9pZHMYAyADKAkiRAoUUHVibGlzaFN0cmVhbVJlcXVlc3QSLAoHcmVhZGluZxgBIAEoCzIbLnZpZ2lsLnRlbGVtZXRyeS52MS5SZWFkaW5nImsKFVB1Ymxpc2hTdHJlYW1SZXNwb25zZRIQCghhY2NlcHRlZBgBIAEoDRIuCgpyZWplY3Rpb25zGAIgAygLMhoudmlnaWwuaW5nZXN0LnYxLlJlamVjdGlvbhIQCghyZWplY3RlZBgDIAEoDTKcAgoNSW5nZXN0U2VydmljZRJMCgdQdWJsaXNoEh8udmlnaWwuaW5nZXN0LnYxLlB1Ymxpc2hSZXF1ZXN0GiAudmlnaWwuaW5nZXN0LnYxLlB1Ymxpc2hSZXNwb25zZRJbCgxQdWJsaXNoQmF0Y2gSJC52aWdpbC5pbmdlc3QudjEuUHVibGlzaEJhdGNoUmVxdWVzdBolLnZpZ2lsLmluZ2VzdC52MS5QdWJsaXNoQmF0Y2hSZXNwb25zZRJgCg1QdWJsaXNoU3RyZWFtEiUudmlnaWwuaW5nZXN0LnYxLlB1Ymxpc2hTdHJlYW1SZXF1ZXN0GiYudmlnaWwuaW5nZXN0LnYxLlB1Ymxpc2hTdHJlYW1SZXNwb25zZSgBYgZwcm90bzM", [file_vigil_telemetry_v1_telemetry]);
+  fileDesc("Chx2aWdpbC9pbmdlc3QvdjEvaW5nZXN0LnByb3RvEg92aWdpbC5pbmdlc3QudjEiTQoOUHVibGlzaFJlcXVlc3QSLAoHcmVhZGluZxgBIAEoCzIbLnZpZ2lsLnRlbGVtZXRyeS52MS5SZWFkaW5nEg0KBWluZmVyGAIgASgIIqYBCg9QdWJsaXNoUmVzcG9uc2USEAoIZXZlbnRfaWQYASABKAkSMAoJaW5mZXJlbmNlGAIgASgLMh0udmlnaWwudGVsZW1ldHJ5LnYxLkluZmVyZW5jZRI8ChFpbmZlcmVuY2VfZmFpbHVyZRgDIAEoCzIhLnZpZ2lsLmluZ2VzdC52MS5JbmZlcmVuY2VGYWlsdXJlEhEKCWR1cGxpY2F0ZRgEIAEoCCIxChBJbmZlcmVuY2VGYWlsdXJlEgwKBGNvZGUYASABKAkSDwoHbWVzc2FnZRgCIAEoCSJEChNQdWJsaXNoQmF0Y2hSZXF1ZXN0Ei0KCHJlYWRpbmdzGAEgAygLMhsudmlnaWwudGVsZW1ldHJ5LnYxLlJlYWRpbmcihAEKCVJlamVjdGlvbhINCgVpbmRleBgBIAEoDRIwCgZyZWFzb24YAiABKA4yIC52aWdpbC50ZWxlbWV0cnkudjEuUmVqZWN0UmVhc29uEjYKCnZpb2xhdGlvbnMYAyADKAsyIi52aWdpbC50ZWxlbWV0cnkudjEuRmllbGRWaW9sYXRpb24ihgEKFFB1Ymxpc2hCYXRjaFJlc3BvbnNlEhAKCGFjY2VwdGVkGAEgASgNEi4KCnJlamVjdGlvbnMYAiADKAsyGi52aWdpbC5pbmdlc3QudjEuUmVqZWN0aW9uEhEKCWV2ZW50X2lkcxgDIAMoCRIZChFkdXBsaWNhdGVfaW5kZXhlcxgEIAMoDSJEChRQdWJsaXNoU3RyZWFtUmVxdWVzdBIsCgdyZWFkaW5nGAEgASgLMhsudmlnaWwudGVsZW1ldHJ5LnYxLlJlYWRpbmcifwoVUHVibGlzaFN0cmVhbVJlc3BvbnNlEhAKCGFjY2VwdGVkGAEgASgNEi4KCnJlamVjdGlvbnMYAiADKAsyGi52aWdpbC5pbmdlc3QudjEuUmVqZWN0aW9uEhAKCHJlamVjdGVkGAMgASgNEhIKCmR1cGxpY2F0ZXMYBCABKA0ynAIKDUluZ2VzdFNlcnZpY2USTAoHUHVibGlzaBIfLnZpZ2lsLmluZ2VzdC52MS5QdWJsaXNoUmVxdWVzdBogLnZpZ2lsLmluZ2VzdC52MS5QdWJsaXNoUmVzcG9uc2USWwoMUHVibGlzaEJhdGNoEiQudmlnaWwuaW5nZXN0LnYxLlB1Ymxpc2hCYXRjaFJlcXVlc3QaJS52aWdpbC5pbmdlc3QudjEuUHVibGlzaEJhdGNoUmVzcG9uc2USYAoNUHVibGlzaFN0cmVhbRIlLnZpZ2lsLmluZ2VzdC52MS5QdWJsaXNoU3RyZWFtUmVxdWVzdBomLnZpZ2lsLmluZ2VzdC52MS5QdWJsaXNoU3RyZWFtUmVzcG9uc2UoAWIGcHJvdG8z", [file_vigil_telemetry_v1_telemetry]);
 
 /**
  * Publish's request.
@@ -60,11 +60,26 @@ export type PublishResponse = Message<"vigil.ingest.v1.PublishResponse"> & {
   eventId: string;
 
   /**
-   * The inference, when `infer` was set.
+   * The inference, when `infer` was set and the inference service answered.
    *
    * @generated from field: vigil.telemetry.v1.Inference inference = 2;
    */
   inference?: Inference | undefined;
+
+  /**
+   * Set when `infer` was set but the inference service could not answer. The reading is stored
+   * all the same: only the inference part failed.
+   *
+   * @generated from field: vigil.ingest.v1.InferenceFailure inference_failure = 3;
+   */
+  inferenceFailure?: InferenceFailure | undefined;
+
+  /**
+   * The same event id was stored moments ago; it was not stored again.
+   *
+   * @generated from field: bool duplicate = 4;
+   */
+  duplicate: boolean;
 };
 
 /**
@@ -73,6 +88,34 @@ export type PublishResponse = Message<"vigil.ingest.v1.PublishResponse"> & {
  */
 export const PublishResponseSchema: GenMessage<PublishResponse> = /*@__PURE__*/
   messageDesc(file_vigil_ingest_v1_ingest, 1);
+
+/**
+ * Why the synchronous inference of a Publish failed.
+ *
+ * @generated from message vigil.ingest.v1.InferenceFailure
+ */
+export type InferenceFailure = Message<"vigil.ingest.v1.InferenceFailure"> & {
+  /**
+   * The Connect error code in snake case, such as `unavailable` or `deadline_exceeded`.
+   *
+   * @generated from field: string code = 1;
+   */
+  code: string;
+
+  /**
+   * The error message.
+   *
+   * @generated from field: string message = 2;
+   */
+  message: string;
+};
+
+/**
+ * Describes the message vigil.ingest.v1.InferenceFailure.
+ * Use `create(InferenceFailureSchema)` to create a new message.
+ */
+export const InferenceFailureSchema: GenMessage<InferenceFailure> = /*@__PURE__*/
+  messageDesc(file_vigil_ingest_v1_ingest, 2);
 
 /**
  * PublishBatch's request.
@@ -93,7 +136,7 @@ export type PublishBatchRequest = Message<"vigil.ingest.v1.PublishBatchRequest">
  * Use `create(PublishBatchRequestSchema)` to create a new message.
  */
 export const PublishBatchRequestSchema: GenMessage<PublishBatchRequest> = /*@__PURE__*/
-  messageDesc(file_vigil_ingest_v1_ingest, 2);
+  messageDesc(file_vigil_ingest_v1_ingest, 3);
 
 /**
  * A reading that was not accepted.
@@ -128,7 +171,7 @@ export type Rejection = Message<"vigil.ingest.v1.Rejection"> & {
  * Use `create(RejectionSchema)` to create a new message.
  */
 export const RejectionSchema: GenMessage<Rejection> = /*@__PURE__*/
-  messageDesc(file_vigil_ingest_v1_ingest, 3);
+  messageDesc(file_vigil_ingest_v1_ingest, 4);
 
 /**
  * PublishBatch's answer.
@@ -156,6 +199,14 @@ export type PublishBatchResponse = Message<"vigil.ingest.v1.PublishBatchResponse
    * @generated from field: repeated string event_ids = 3;
    */
   eventIds: string[];
+
+  /**
+   * Positions of readings whose event id was already stored (earlier in the request or moments
+   * before); they were not stored again.
+   *
+   * @generated from field: repeated uint32 duplicate_indexes = 4;
+   */
+  duplicateIndexes: number[];
 };
 
 /**
@@ -163,7 +214,7 @@ export type PublishBatchResponse = Message<"vigil.ingest.v1.PublishBatchResponse
  * Use `create(PublishBatchResponseSchema)` to create a new message.
  */
 export const PublishBatchResponseSchema: GenMessage<PublishBatchResponse> = /*@__PURE__*/
-  messageDesc(file_vigil_ingest_v1_ingest, 4);
+  messageDesc(file_vigil_ingest_v1_ingest, 5);
 
 /**
  * One message of PublishStream.
@@ -184,7 +235,7 @@ export type PublishStreamRequest = Message<"vigil.ingest.v1.PublishStreamRequest
  * Use `create(PublishStreamRequestSchema)` to create a new message.
  */
 export const PublishStreamRequestSchema: GenMessage<PublishStreamRequest> = /*@__PURE__*/
-  messageDesc(file_vigil_ingest_v1_ingest, 5);
+  messageDesc(file_vigil_ingest_v1_ingest, 6);
 
 /**
  * PublishStream's answer.
@@ -212,6 +263,13 @@ export type PublishStreamResponse = Message<"vigil.ingest.v1.PublishStreamRespon
    * @generated from field: uint32 rejected = 3;
    */
   rejected: number;
+
+  /**
+   * Readings whose event id was already stored; they were not stored again.
+   *
+   * @generated from field: uint32 duplicates = 4;
+   */
+  duplicates: number;
 };
 
 /**
@@ -219,7 +277,7 @@ export type PublishStreamResponse = Message<"vigil.ingest.v1.PublishStreamRespon
  * Use `create(PublishStreamResponseSchema)` to create a new message.
  */
 export const PublishStreamResponseSchema: GenMessage<PublishStreamResponse> = /*@__PURE__*/
-  messageDesc(file_vigil_ingest_v1_ingest, 6);
+  messageDesc(file_vigil_ingest_v1_ingest, 7);
 
 /**
  * Accepts readings.
