@@ -1,5 +1,5 @@
-import { fromBinary, fromJson, type JsonValue } from '@bufbuild/protobuf'
-import type { Timestamp } from '@bufbuild/protobuf/wkt'
+import { create, fromBinary, fromJson, type JsonValue } from '@bufbuild/protobuf'
+import { type Timestamp, TimestampSchema } from '@bufbuild/protobuf/wkt'
 import { type Reading, ReadingSchema, RejectReason } from '../../gen/vigil/telemetry/v1/telemetry_pb.js'
 import type { Violation } from './errors.js'
 import { normalizeSensorName, validatePayloadSize, validateReading } from './validation.js'
@@ -74,6 +74,8 @@ export function decodeReading(payload: Uint8Array, contentType?: string): Decode
   if (typeof json !== 'object' || json === null || Array.isArray(json)) {
     return refuse(RejectReason.BAD_JSON, 'the payload must be a JSON object')
   }
+  const fast = readingFromPlainJson(json)
+  if (fast) return { ok: true, reading: fast }
   try {
     return { ok: true, reading: fromJson(ReadingSchema, json, { ignoreUnknownFields: true }) }
   } catch (err) {
@@ -89,6 +91,69 @@ export function decodeReading(payload: Uint8Array, contentType?: string): Decode
       deviceId,
     )
   }
+}
+
+const RFC3339 = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$/
+
+/**
+ * The common shape of a device payload, converted without reflection: string ids, an RFC 3339
+ * `ts`, number sensor values, string meta values, a whole-number `seq`. Anything else returns
+ * undefined and goes through protobuf-es's full canonical-JSON parser, which also words the errors,
+ * so both paths accept and refuse exactly the same documents.
+ */
+function readingFromPlainJson(json: { [k: string]: JsonValue }): Reading | undefined {
+  const reading = create(ReadingSchema)
+  for (const key in json) {
+    const value = json[key]
+    switch (key) {
+      case 'deviceId':
+      case 'device_id':
+        if (typeof value !== 'string') return undefined
+        reading.deviceId = value
+        break
+      case 'eventId':
+      case 'event_id':
+        if (typeof value !== 'string') return undefined
+        reading.eventId = value
+        break
+      case 'ts': {
+        if (typeof value !== 'string' || !RFC3339.test(value)) return undefined
+        const ms = Date.parse(value)
+        if (Number.isNaN(ms)) return undefined
+        const frac = /\.(\d{1,9})/.exec(value)?.[1] ?? ''
+        const nanos = Number(frac.padEnd(9, '0'))
+        const seconds = Math.floor(ms / 1000)
+        reading.ts = create(TimestampSchema, { seconds: BigInt(seconds), nanos })
+        break
+      }
+      case 'sensors': {
+        if (typeof value !== 'object' || value === null || Array.isArray(value)) return undefined
+        for (const name in value) {
+          const v = value[name]
+          if (typeof v !== 'number') return undefined
+          reading.sensors[name] = v
+        }
+        break
+      }
+      case 'meta': {
+        if (typeof value !== 'object' || value === null || Array.isArray(value)) return undefined
+        for (const name in value) {
+          const v = value[name]
+          if (typeof v !== 'string') return undefined
+          reading.meta[name] = v
+        }
+        break
+      }
+      case 'seq':
+        if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 0) return undefined
+        reading.seq = BigInt(value)
+        break
+      default:
+        // receivedAt and unknown fields: the full parser decides.
+        return undefined
+    }
+  }
+  return reading
 }
 
 /** The field a protobuf-es JSON error names ("cannot decode field vigil.telemetry.v1.Reading.ts …"). */

@@ -23,8 +23,21 @@ export const LIMITS = {
 const DEVICE_ID = /^[A-Za-z0-9][A-Za-z0-9._:-]*$/
 const SENSOR_NAME = /^[a-z0-9][a-z0-9_.]*$/
 
+// Devices send the same few sensor names and ids over and over: remember the good ones, so the hot
+// path checks each name once, not once per reading. Both caches are bounded; a miss only costs time.
+const CACHE_MAX = 50_000
+const goodSensorNames = new Map<string, string>()
+const goodDeviceIds = new Set<string>()
+
+function remember(cache: { size: number; clear(): void }, add: () => void): void {
+  if (cache.size >= CACHE_MAX) cache.clear()
+  add()
+}
+
 /** A sensor name as Vigil stores it: trimmed, lower case, spaces and dashes folded to '_'. */
 export function normalizeSensorName(name: string): string {
+  const known = goodSensorNames.get(name)
+  if (known !== undefined) return known
   return name
     .trim()
     .toLowerCase()
@@ -33,6 +46,7 @@ export function normalizeSensorName(name: string): string {
 
 /** Problems with a device id, under the given field path. */
 export function validateDeviceId(deviceId: string, field = 'device_id'): Violation[] {
+  if (goodDeviceIds.has(deviceId)) return []
   if (deviceId.length === 0) return [{ field, description: 'is required' }]
   if (deviceId.length > LIMITS.deviceIdMaxLength) {
     return [{ field, description: `must be at most ${LIMITS.deviceIdMaxLength} characters` }]
@@ -80,13 +94,17 @@ function validateValues(values: Record<string, number>, field: string): Violatio
   for (const name of names.slice(0, LIMITS.sensorsMax + 1)) {
     const path = `${field}["${name.slice(0, 80)}"]`
     const normalized = normalizeSensorName(name)
-    if (normalized.length === 0 || normalized.length > LIMITS.sensorNameMaxLength) {
+    if (goodSensorNames.has(name)) {
+      // A name seen valid before: only the per-reading checks remain.
+    } else if (normalized.length === 0 || normalized.length > LIMITS.sensorNameMaxLength) {
       out.push({ field: path, description: `name must be 1 to ${LIMITS.sensorNameMaxLength} characters` })
     } else if (!SENSOR_NAME.test(normalized)) {
       out.push({
         field: path,
         description: 'name may hold only letters, digits, _ and . (spaces and - become _)',
       })
+    } else {
+      remember(goodSensorNames, () => goodSensorNames.set(name, normalized))
     }
     const other = seen.get(normalized)
     if (other !== undefined)

@@ -1,0 +1,27 @@
+// `npm run bench [-- <suite>] [--readings N] [--devices N] [--connections N]`
+// Suites: ingest (default). Each prints a table of figures measured against the bare
+// infrastructure in the same run.
+import { benchIngest } from './ingest.js'
+
+function flag(args: string[], name: string, fallback: number): number {
+  const i = args.indexOf(`--${name}`)
+  if (i === -1) return fallback
+  const value = Number(args[i + 1])
+  if (!Number.isInteger(value) || value <= 0) throw new Error(`--${name} wants a positive whole number`)
+  return value
+}
+
+const args = process.argv.slice(2)
+const suite = args.find((a) => !a.startsWith('--') && !/^\d+$/.test(a)) ?? 'ingest'
+switch (suite) {
+  case 'ingest':
+    await benchIngest({
+      readings: flag(args, 'readings', 300_000),
+      devices: flag(args, 'devices', 1_000),
+      connections: flag(args, 'connections', 4),
+    })
+    break
+  default:
+    process.stderr.write(`unknown benchmark "${suite}"; suites: ingest\n`)
+    process.exitCode = 2
+}
