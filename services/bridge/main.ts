@@ -1,9 +1,8 @@
 // vigil-bridge: MQTT devices → JetStream (see services/bridge/README.md).
 import { hostname } from 'node:os'
-import { jetstream } from '@nats-io/jetstream'
 import { ReadingBatcher } from '../common/batcher.js'
+import { connectBus } from '../common/bus.js'
 import { DEFAULT_PORTS } from '../common/config.js'
-import { connectNats, provisionBus } from '../common/nats.js'
 import { RateLimiter } from '../common/rate-limit.js'
 import { runService } from '../common/service.js'
 import { Bridge } from './bridge.js'
@@ -14,12 +13,9 @@ await runService({
   name: 'bridge',
   defaultPort: DEFAULT_PORTS.bridge,
   readConfig: readBridgeConfig,
-  async start({ config, log, metrics, health, lifecycle }) {
-    const nc = await connectNats(config, log, { signal: lifecycle.signal })
-    lifecycle.onStop('nats', () => nc.drain())
-    health.addCheck({ name: 'nats', ok: () => !nc.isClosed() })
-    await provisionBus(nc, log)
-    const js = jetstream(nc)
+  async start(kit) {
+    const { config, log, metrics, health, lifecycle } = kit
+    const { js } = await connectBus(kit)
     const batcher = new ReadingBatcher({
       js,
       log,
