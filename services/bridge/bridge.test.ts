@@ -107,7 +107,7 @@ describe('bridge: MQTT → JetStream against real mosquitto and nats-server', ()
     const ids = new Set(readings.map((r) => r.eventId))
     assert.equal(ids.size, 10_000)
     assert.equal(readings.length, 10_000, 'no reading stored twice')
-    assert.ok(batches < 10_000 / 5, `readings travel in batches (${batches} batches)`)
+    assert.ok(batches < 10_000 / 2, `readings travel in batches (${batches} batches)`)
     const one = readings.find((r) => r.eventId === 'dev-7:seq:3')!
     assert.equal(one.deviceId, 'dev-7')
     assert.deepEqual(one.meta, { fw: '1.0.7', site: 'HYD-PLANT-2' })
@@ -119,6 +119,79 @@ describe('bridge: MQTT → JetStream against real mosquitto and nats-server', ()
     assert.equal(readings.filter((r) => r.deviceId === 'sh-1').length, 5)
   })
 
+  it('never acknowledges to the broker what JetStream has not stored: a held reading survives SIGKILL', async () => {
+    // Devices get their PUBACK from mosquitto, which keeps each message until the bridge's own
+    // PUBACK. If the bridge acknowledged before JetStream stored the batch, killing it here would
+    // lose the reading; since it does not, mosquitto redelivers it to the restarted bridge.
+    bridge ??= await startService('bridge', env())
+    await nats.pause()
+    const client = await mqtt.connectAsync(broker.url, { protocolVersion: 5 })
+    await client.publishAsync('devices/held-1/telemetry', payload('held-1', 1), { qos: 1 })
+    await client.endAsync()
+    await new Promise((r) => setTimeout(r, 1_000))
+    bridge.proc.kill('SIGKILL')
+    await bridge.exited
+    await nats.resume()
+    bridge = await startService('bridge', env())
+    await eventually(
+      async () => (await storedReadings(nc)).readings.some((r) => r.eventId === 'held-1:seq:1'),
+      20_000,
+      'the held reading',
+    )
+  })
+
+  it('loses nothing when the bridge is SIGKILLed mid-run and restarted (20,000 readings)', async () => {
+    bridge ??= await startService('bridge', env())
+    const run = publishFleet(broker.url, 40, 500, 'kill')
+    await eventually(
+      async () => (await storedReadings(nc)).readings.length > 3_000,
+      30_000,
+      'a third of the run',
+    )
+    bridge.proc.kill('SIGKILL')
+    await bridge.exited
+    await new Promise((r) => setTimeout(r, 500))
+    bridge = await startService('bridge', env())
+    await run
+    await eventually(
+      async () => new Set((await storedReadings(nc)).readings.map((r) => r.eventId)).size >= 20_000,
+      60_000,
+      'all 20,000 readings',
+    )
+    const { readings } = await storedReadings(nc)
+    const ids = new Set(readings.map((r) => r.eventId))
+    assert.equal(ids.size, 20_000, 'every reading is in the stream')
+    for (let d = 0; d < 40; d++)
+      for (let seq = 1; seq <= 500; seq += 97) assert.ok(ids.has(`kill-${d}:seq:${seq}`))
+  })
+
+  it('loses nothing while nats-server is down for a few seconds, holding a bounded number of messages', async () => {
+    await bridge?.stop()
+    // A small hold limit makes the bridge pause its MQTT intake during the outage.
+    bridge = await startService('bridge', { ...env(), VIGIL_BRIDGE_MAX_PENDING: '500' })
+    const run = publishFleet(broker.url, 20, 500, 'outage')
+    await eventually(
+      async () => (await storedReadings(nc)).readings.length > 1_000,
+      30_000,
+      'the run to start',
+    )
+    await nats.pause()
+    await new Promise((r) => setTimeout(r, 3_000))
+    const held = await (await fetch(`${bridge.url}/metrics`)).text()
+    const heldNow = Number(/vigil_bridge_held_messages\{[^}]*\} (\d+)/.exec(held)?.[1] ?? 'NaN')
+    assert.ok(heldNow <= 500 + 100, `the bridge held ${heldNow} messages during the outage`)
+    await nats.resume()
+    await run
+    await eventually(
+      async () => new Set((await storedReadings(nc)).readings.map((r) => r.eventId)).size >= 10_000,
+      60_000,
+      'all 10,000 readings',
+    )
+    assert.match(bridge.output(), /pausing MQTT intake/)
+  })
+  // Last on purpose: it runs on the bridge the outage test left behind. With a Receive Maximum of 500
+  // (once set from VIGIL_BRIDGE_MAX_PENDING) mosquitto 2.0.11 stopped delivering to that session
+  // after the outage; the bridge now asks for 65535 and relies on pausing its socket instead.
   it('answers and keeps every bad input with its reason, and keeps serving good ones', async () => {
     bridge ??= await startService('bridge', env())
     const now = new Date().toISOString()
@@ -233,7 +306,7 @@ describe('bridge: MQTT → JetStream against real mosquitto and nats-server', ()
     })
     await client.endAsync()
 
-    await eventually(async () => (await storedRejections(nc)).length >= cases.length, 20_000, 'dead letters')
+    await eventually(async () => (await storedRejections(nc)).length >= cases.length, 15_000, 'dead letters')
     const rejections = await storedRejections(nc)
     for (const c of cases) {
       const found = rejections.find((r) => r.source === `mqtt:${c.topic}`)
@@ -254,75 +327,5 @@ describe('bridge: MQTT → JetStream against real mosquitto and nats-server', ()
     const metrics = await (await fetch(`${bridge.url}/metrics`)).text()
     assert.match(metrics, /vigil_rejected_total\{reason="bad_json",source="mqtt",service="bridge"\} 3/)
     assert.match(metrics, /vigil_rejected_total\{reason="oversize",source="mqtt",service="bridge"\} 2/)
-  })
-  it('never acknowledges to the broker what JetStream has not stored: a held reading survives SIGKILL', async () => {
-    // Devices get their PUBACK from mosquitto, which keeps each message until the bridge's own
-    // PUBACK. If the bridge acknowledged before JetStream stored the batch, killing it here would
-    // lose the reading; since it does not, mosquitto redelivers it to the restarted bridge.
-    bridge ??= await startService('bridge', env())
-    await nats.pause()
-    const client = await mqtt.connectAsync(broker.url, { protocolVersion: 5 })
-    await client.publishAsync('devices/held-1/telemetry', payload('held-1', 1), { qos: 1 })
-    await client.endAsync()
-    await new Promise((r) => setTimeout(r, 1_000))
-    bridge.proc.kill('SIGKILL')
-    await bridge.exited
-    await nats.resume()
-    bridge = await startService('bridge', env())
-    await eventually(
-      async () => (await storedReadings(nc)).readings.some((r) => r.eventId === 'held-1:seq:1'),
-      20_000,
-      'the held reading',
-    )
-  })
-
-  it('loses nothing when the bridge is SIGKILLed mid-run and restarted (20,000 readings)', async () => {
-    bridge ??= await startService('bridge', env())
-    const run = publishFleet(broker.url, 40, 500, 'kill')
-    await eventually(
-      async () => (await storedReadings(nc)).readings.length > 3_000,
-      30_000,
-      'a third of the run',
-    )
-    bridge.proc.kill('SIGKILL')
-    await bridge.exited
-    await new Promise((r) => setTimeout(r, 500))
-    bridge = await startService('bridge', env())
-    await run
-    await eventually(
-      async () => new Set((await storedReadings(nc)).readings.map((r) => r.eventId)).size >= 20_000,
-      60_000,
-      'all 20,000 readings',
-    )
-    const { readings } = await storedReadings(nc)
-    const ids = new Set(readings.map((r) => r.eventId))
-    assert.equal(ids.size, 20_000, 'every reading is in the stream')
-    for (let d = 0; d < 40; d++)
-      for (let seq = 1; seq <= 500; seq += 97) assert.ok(ids.has(`kill-${d}:seq:${seq}`))
-  })
-
-  it('loses nothing while nats-server is down for a few seconds, holding a bounded number of messages', async () => {
-    await bridge?.stop()
-    // A small hold limit makes the bridge pause its MQTT intake during the outage.
-    bridge = await startService('bridge', { ...env(), VIGIL_BRIDGE_MAX_PENDING: '500' })
-    const run = publishFleet(broker.url, 20, 500, 'outage')
-    await eventually(
-      async () => (await storedReadings(nc)).readings.length > 1_000,
-      30_000,
-      'the run to start',
-    )
-    await nats.pause()
-    await new Promise((r) => setTimeout(r, 3_000))
-    const held = await (await fetch(`${bridge.url}/metrics`)).text()
-    const heldNow = Number(/vigil_bridge_held_messages\{[^}]*\} (\d+)/.exec(held)?.[1] ?? 'NaN')
-    assert.ok(heldNow <= 500 + 100, `the bridge held ${heldNow} messages during the outage`)
-    await nats.resume()
-    await run
-    await eventually(
-      async () => new Set((await storedReadings(nc)).readings.map((r) => r.eventId)).size >= 10_000,
-      60_000,
-      'all 10,000 readings',
-    )
-    assert.match(bridge.output(), /pausing MQTT intake/)
   })
 })

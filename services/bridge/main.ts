@@ -36,7 +36,9 @@ await runService({
       key: config.mqttKey,
       topicFilter: 'devices/+/telemetry',
       shareGroup: config.mqttShareGroup,
-      receiveMaximum: Math.min(65_535, config.maxPending),
+      // Backpressure comes from pausing the socket (VIGIL_BRIDGE_MAX_PENDING), not from a small
+      // Receive Maximum: with 500, mosquitto 2.0.11 stopped sending to the session after an outage.
+      receiveMaximum: 65_535,
       log,
       onMessage: (msg) => bridge!.onMessage(msg),
     })
