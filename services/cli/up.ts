@@ -161,7 +161,7 @@ export async function up(argv: string[]): Promise<number> {
       rows.push({ component: service.name, address: `http://127.0.0.1:${service.port}`, state: 'started' })
     }
     if (flags.simulate > 0) {
-      rows.push({ component: 'simulator', address: '-', state: 'not built yet (issue "Ingest")' })
+      rows.push({ component: 'simulator', address: '-', state: 'not built yet (issue "The whole stack")' })
     }
 
     say('')
