@@ -112,6 +112,12 @@ export async function benchIngest(opts: IngestBenchOptions): Promise<Record<stri
       VIGIL_MQTT_URL: broker.url,
       VIGIL_DEVICE_RATE: '0',
       VIGIL_LOG_LEVEL: 'warn',
+      // The bridge's batching knobs, when given to the benchmark.
+      ...Object.fromEntries(
+        ['VIGIL_BATCH_MAX', 'VIGIL_BATCH_LINGER_MS', 'VIGIL_PARTITIONS']
+          .filter((k) => process.env[k])
+          .map((k) => [k, process.env[k]!]),
+      ),
     })
     const latencies: number[] = []
     let stored = 0

@@ -241,7 +241,7 @@ export class MqttSession {
             const code = this.protocolVersion === 5 ? (packet.reasonCode ?? 0) : (packet.returnCode ?? 0)
             if (code !== 0) {
               if (this.protocolVersion === 5 && (code === 0x84 || code === 1)) {
-                this.protocolVersion = 4
+                this.fallBackTo311()
                 fail(new Error('broker does not speak MQTT v5; falling back to 3.1.1'))
                 return
               }
@@ -324,11 +324,21 @@ export class MqttSession {
           resolve()
         } else {
           // A v5 CONNECT a 3.1.1-only broker hangs up on: try 3.1.1 next time.
-          if (triedVersion === 5 && this.protocolVersion === 5) this.protocolVersion = 4
+          if (triedVersion === 5 && this.protocolVersion === 5) this.fallBackTo311()
           reject(new Error('connection closed before the subscription was made'))
         }
       })
     })
+  }
+
+  /**
+   * A broker without MQTT v5 (the embedded one) is taken to lack shared subscriptions too: it would
+   * accept `$share/…` as a plain filter that never matches, so subscribe without it.
+   */
+  private fallBackTo311(): void {
+    this.protocolVersion = 4
+    this.shared = false
+    this.opts.log.info('broker lacks MQTT v5: using MQTT 3.1.1 and a plain subscription')
   }
 
   private subscribe(socket: Socket): void {

@@ -92,34 +92,34 @@ export async function up(argv: string[]): Promise<number> {
       state: 'streams TELEMETRY, INFERENCES, REJECTED, COMMANDS ready',
     })
 
-    // MQTT: mosquitto from PATH unless a broker is configured.
+    // MQTT: mosquitto from PATH, else the embedded broker, unless a broker is configured.
     if (!mqttUrl) {
       const binary = findExecutable('mosquitto')
-      if (!binary) {
-        throw new MissingPrerequisite(
-          'mosquitto is not installed',
-          'install it (sudo apt-get install mosquitto mosquitto-clients) or set VIGIL_MQTT_URL',
-        )
-      }
       await ensurePortFree(
         DEFAULT_PORTS.mqtt,
         '127.0.0.1',
-        'mosquitto',
+        'the MQTT broker',
         'set VIGIL_MQTT_URL to use a running broker',
       )
-      const dir = join(dataDir, 'mosquitto')
-      mkdirSync(dir, { recursive: true })
-      const file = join(dir, 'mosquitto.conf')
-      writeFileSync(file, mosquittoConfig({ port: DEFAULT_PORTS.mqtt, dataDir: dir }))
-      const broker = new Supervised({ name: 'mosquitto', command: binary, args: ['-c', file], logDir }, say)
+      let broker: Supervised
+      let state: string
+      if (binary) {
+        const dir = join(dataDir, 'mosquitto')
+        mkdirSync(dir, { recursive: true })
+        const file = join(dir, 'mosquitto.conf')
+        writeFileSync(file, mosquittoConfig({ port: DEFAULT_PORTS.mqtt, dataDir: dir }))
+        broker = new Supervised({ name: 'mosquitto', command: binary, args: ['-c', file], logDir }, say)
+        state = `started mosquitto (${file})`
+      } else {
+        // No mosquitto: the embedded broker (MQTT 3.1.1, queues in memory) keeps a laptop going.
+        const args = entryOf('services/bridge/embedded-broker')
+        broker = new Supervised({ name: 'embedded-broker', command: process.execPath, args, logDir }, say)
+        state = 'started the embedded broker (aedes: MQTT 3.1.1, in memory; install mosquitto for production)'
+      }
       broker.start()
       children.push(broker)
       await waitForPort(DEFAULT_PORTS.mqtt, { timeoutMs: 15_000, alive: () => broker.running })
-      rows.push({
-        component: 'mosquitto',
-        address: `mqtt://127.0.0.1:${DEFAULT_PORTS.mqtt}`,
-        state: `started (${file})`,
-      })
+      rows.push({ component: 'mqtt', address: `mqtt://127.0.0.1:${DEFAULT_PORTS.mqtt}`, state })
     } else {
       rows.push({ component: 'mqtt', address: mqttUrl, state: 'configured (VIGIL_MQTT_URL)' })
     }
@@ -186,13 +186,18 @@ export async function up(argv: string[]): Promise<number> {
   }
 }
 
-/** How to run a service: compiled JS when built, else its TypeScript through tsx. */
-function serviceEntry(name: string): string[] | undefined {
-  const built = join(repoRoot, 'dist', 'services', name, 'main.js')
+/** Node arguments to run a module (path without extension): compiled JS when built, else TypeScript through tsx. */
+function entryOf(module: string): string[] {
+  const built = join(repoRoot, 'dist', `${module}.js`)
   if (import.meta.url.includes('/dist/') && existsSync(built)) return [built]
-  const source = join(repoRoot, 'services', name, 'main.ts')
-  if (existsSync(source)) return ['--import', 'tsx', source]
-  return undefined
+  return ['--import', 'tsx', join(repoRoot, `${module}.ts`)]
+}
+
+/** How to run a service, or undefined when it is not built yet. */
+function serviceEntry(name: string): string[] | undefined {
+  return existsSync(join(repoRoot, 'services', name, 'main.ts'))
+    ? entryOf(`services/${name}/main`)
+    : undefined
 }
 
 function parseFlags(argv: string[]): { simulate: number } {
