@@ -10,6 +10,8 @@ import { canonicalizeReading, decodeReading, deviceIdFromTopic, type Refusal } f
 import { keepRejected, rejectedCounter } from '../common/rejections.js'
 import type { InboundMessage, MqttSession } from './mqtt-session.js'
 
+const NO_PAYLOAD = Buffer.alloc(0)
+
 export interface BridgeDeps {
   session: Pick<MqttSession, 'ackAll' | 'pause' | 'resume'>
   batcher: ReadingBatcher
@@ -82,6 +84,9 @@ export class Bridge {
       this.refuse(msg, refusal)
       return
     }
+    // The payload is a view into the socket's buffer; holding it until the JetStream ack would keep
+    // whole socket reads alive. Only the packet id is needed from here on.
+    msg.payload = NO_PAYLOAD
     this.deps.batcher.add(decoded.reading, (err) => {
       // Without giveUpAfterMs the batcher retries until stored; an error means it was closed, and
       // then the message stays unacknowledged and the broker redelivers it.
@@ -96,14 +101,17 @@ export class Bridge {
 
   private refuse(msg: InboundMessage, refusal: Refusal): void {
     this.rejected.inc({ reason: rejectReasonToken(refusal.reason), source: 'mqtt' })
-    keepRejected(this.deps.js, {
+    const kept = keepRejected(this.deps.js, {
       source: `mqtt:${msg.topic}`,
       raw: msg.payload,
       reason: refusal.reason,
       detail: refusal.detail,
       violations: refusal.violations,
       ...(refusal.deviceId ? { deviceId: refusal.deviceId } : {}),
-    }).then(
+    })
+    // keepRejected copied what it keeps before its first await.
+    msg.payload = NO_PAYLOAD
+    kept.then(
       () => {
         this.received.inc({ result: 'rejected' })
         this.ack(msg)

@@ -3,6 +3,7 @@ import tls from 'node:tls'
 import mqtt, { type IPublishPacket, type Packet } from 'mqtt-packet'
 import { sleep } from '../common/health.js'
 import type { Logger } from '../common/log.js'
+import { FrameSplitter } from './frames.js'
 
 /** A message the broker delivered. Acknowledge QoS1 messages with `session.ack()` once stored. */
 export interface InboundMessage {
@@ -230,9 +231,18 @@ export class MqttSession {
           ),
         )
       })
+      const frames = new FrameSplitter(
+        () => this.protocolVersion,
+        (publish) => this.opts.onMessage({ ...publish, generation }),
+        (frame) => parser.parse(frame),
+      )
       socket.on('data', (chunk: Buffer) => {
         this.lastInbound = Date.now()
-        parser.parse(chunk)
+        try {
+          frames.push(chunk)
+        } catch (err) {
+          fail(new Error(`bad packet from broker: ${(err as Error).message}`))
+        }
       })
       parser.on('error', (err) => fail(new Error(`bad packet from broker: ${err.message}`)))
       parser.on('packet', (packet: Packet) => {
@@ -275,18 +285,6 @@ export class MqttSession {
             this.startPing(socket)
             this.firstConnect?.resolve()
             this.firstConnect = undefined
-            return
-          }
-          case 'publish': {
-            const contentType = packet.properties?.contentType
-            this.opts.onMessage({
-              topic: packet.topic,
-              payload: packet.payload as Buffer,
-              qos: packet.qos,
-              messageId: packet.messageId,
-              contentType,
-              generation,
-            })
             return
           }
           case 'puback': {

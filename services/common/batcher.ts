@@ -1,8 +1,8 @@
 import { randomBytes } from 'node:crypto'
-import { create, toBinary } from '@bufbuild/protobuf'
 import type { JetStreamClient } from '@nats-io/jetstream'
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client'
-import { type Reading, ReadingBatchSchema } from '../../gen/vigil/telemetry/v1/telemetry_pb.js'
+import type { Reading } from '../../gen/vigil/telemetry/v1/telemetry_pb.js'
+import { encodeReadingBatch } from './codec.js'
 import type { EnvReader } from './config.js'
 import type { Logger } from './log.js'
 import { partitionOf, rawSubject } from './nats.js'
@@ -117,10 +117,7 @@ export class ReadingBatcher {
     part.readings = []
     part.callbacks = []
     const batchId = `${this.opts.source}-${this.idPrefix}-${(this.counter++).toString(36)}`
-    const data = toBinary(
-      ReadingBatchSchema,
-      create(ReadingBatchSchema, { batchId, readings, source: this.opts.source }),
-    )
+    const data = encodeReadingBatch(batchId, readings, this.opts.source)
     const publishing = this.publish(rawSubject(p), batchId, data, readings.length).then(
       () => settle(undefined),
       (err: Error) => settle(err),

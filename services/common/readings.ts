@@ -1,3 +1,4 @@
+import { isUtf8 } from 'node:buffer'
 import { create, fromBinary, fromJson, type JsonValue } from '@bufbuild/protobuf'
 import { type Timestamp, TimestampSchema } from '@bufbuild/protobuf/wkt'
 import { type Reading, ReadingSchema, RejectReason } from '../../gen/vigil/telemetry/v1/telemetry_pb.js'
@@ -21,7 +22,6 @@ const PROTO_TYPES = new Set([
   'application/protobuf',
   'application/vnd.google.protobuf',
 ])
-const decoder = new TextDecoder('utf-8', { fatal: true })
 
 /** What the payload is, by its MQTT v5 content type when given, else by its first byte. */
 export function payloadKind(payload: Uint8Array, contentType?: string): 'json' | 'protobuf' {
@@ -64,8 +64,10 @@ export function decodeReading(payload: Uint8Array, contentType?: string): Decode
     }
   }
   let json: JsonValue
+  // isUtf8 and Buffer#toString are native and cheaper than a fatal TextDecoder.
+  if (!isUtf8(payload)) return refuse(RejectReason.BAD_JSON, 'not JSON: the payload is not valid UTF-8')
   try {
-    const text = decoder.decode(payload)
+    const text = Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength).toString('utf8')
     if (text.trim() === '') return refuse(RejectReason.BAD_JSON, 'empty payload')
     json = JSON.parse(text) as JsonValue
   } catch (err) {

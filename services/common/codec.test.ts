@@ -1,0 +1,32 @@
+import assert from 'node:assert/strict'
+import { describe, it } from 'node:test'
+import { create, toBinary } from '@bufbuild/protobuf'
+import { timestampFromDate } from '@bufbuild/protobuf/wkt'
+import { ReadingBatchSchema, ReadingSchema } from '../../gen/vigil/telemetry/v1/telemetry_pb.js'
+import { encodeReadingBatch } from './codec.js'
+
+describe('codec', () => {
+  it('encodes a ReadingBatch byte for byte as protobuf-es does', () => {
+    const readings = [
+      create(ReadingSchema, {
+        eventId: 'abc-123:seq:7',
+        deviceId: 'abc-123',
+        ts: timestampFromDate(new Date('2025-08-26T12:34:56.789Z')),
+        sensors: { temp: 26.1, humidity: -58.3, zero: 0, nan: Number.NaN, big: 1e308 },
+        meta: { fw: '1.0.7', site: 'HYD-PLANT-2', empty: '', unicode: 'Zürich ✓' },
+        seq: 18446744073709551615n,
+        receivedAt: timestampFromDate(new Date('2025-08-26T12:34:57Z')),
+      }),
+      create(ReadingSchema, { deviceId: 'minimal', sensors: { t: 1 } }),
+      create(ReadingSchema, { ts: { seconds: -62135596800n, nanos: 0 } }),
+      create(ReadingSchema),
+    ]
+    for (const [batchId, source] of [
+      ['b-1', 'bridge/host'],
+      ['', ''],
+    ]) {
+      const expected = toBinary(ReadingBatchSchema, create(ReadingBatchSchema, { batchId, readings, source }))
+      assert.deepEqual(encodeReadingBatch(batchId!, readings, source!), expected)
+    }
+  })
+})
