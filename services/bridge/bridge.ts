@@ -1,4 +1,4 @@
-import { timestampNow } from '@bufbuild/protobuf/wkt'
+import { type Timestamp, timestampFromMs } from '@bufbuild/protobuf/wkt'
 import type { JetStreamClient } from '@nats-io/jetstream'
 import { Counter, Gauge, type Registry } from 'prom-client'
 import { RejectReason } from '../../gen/vigil/telemetry/v1/telemetry_pb.js'
@@ -79,7 +79,7 @@ export class Bridge {
       this.refuse(msg, { ...decoded.refusal, deviceId: decoded.refusal.deviceId ?? topicDeviceId })
       return
     }
-    const refusal = canonicalizeReading(decoded.reading, timestampNow(), { topicDeviceId })
+    const refusal = canonicalizeReading(decoded.reading, this.receivedAt(), { topicDeviceId })
     if (refusal) {
       this.refuse(msg, refusal)
       return
@@ -97,6 +97,19 @@ export class Bridge {
       this.received.inc({ result: 'stored' })
       this.ack(msg)
     })
+  }
+
+  private lastReceivedAt: Timestamp | undefined
+  private lastReceivedMs = 0
+
+  /** Now, as a Timestamp shared by every reading received in the same millisecond (never mutated). */
+  private receivedAt(): Timestamp {
+    const ms = Date.now()
+    if (ms !== this.lastReceivedMs || !this.lastReceivedAt) {
+      this.lastReceivedMs = ms
+      this.lastReceivedAt = timestampFromMs(ms)
+    }
+    return this.lastReceivedAt
   }
 
   private refuse(msg: InboundMessage, refusal: Refusal): void {

@@ -7,6 +7,7 @@ function split(version: 4 | 5, stream: Buffer, chunkSize: number) {
   const publishes: PublishFrame[] = []
   const others: Buffer[] = []
   const splitter = new FrameSplitter(
+    1,
     () => version,
     (p) => publishes.push({ ...p, payload: Buffer.from(p.payload) }),
     (f) => others.push(Buffer.from(f)),

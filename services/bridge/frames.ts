@@ -5,6 +5,8 @@ export interface PublishFrame {
   qos: 0 | 1 | 2
   messageId: number | undefined
   contentType: string | undefined
+  /** The connection it came on (see MqttSession). */
+  generation: number
 }
 
 /**
@@ -16,6 +18,7 @@ export class FrameSplitter {
   private rest: Buffer | undefined
 
   constructor(
+    private readonly generation: number,
     private readonly protocolVersion: () => 4 | 5,
     private readonly onPublish: (frame: PublishFrame) => void,
     private readonly onOther: (frame: Buffer) => void,
@@ -112,7 +115,7 @@ export class FrameSplitter {
       }
       at = propsEnd
     }
-    return { topic, payload: buf.subarray(at, end), qos, messageId, contentType }
+    return { topic, payload: buf.subarray(at, end), qos, messageId, contentType, generation: this.generation }
   }
 }
 

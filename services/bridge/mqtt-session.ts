@@ -3,18 +3,13 @@ import tls from 'node:tls'
 import mqtt, { type IPublishPacket, type Packet } from 'mqtt-packet'
 import { sleep } from '../common/health.js'
 import type { Logger } from '../common/log.js'
-import { FrameSplitter } from './frames.js'
+import { FrameSplitter, type PublishFrame } from './frames.js'
 
-/** A message the broker delivered. Acknowledge QoS1 messages with `session.ack()` once stored. */
-export interface InboundMessage {
-  topic: string
-  payload: Buffer
-  qos: 0 | 1 | 2
-  messageId: number | undefined
-  contentType: string | undefined
-  /** The connection it came on; an ack for an older connection is dropped (the broker redelivers). */
-  generation: number
-}
+/**
+ * A message the broker delivered. Acknowledge QoS1 messages with `session.ack()` once stored; an ack
+ * for an older connection (`generation`) is dropped, since the broker redelivers those.
+ */
+export type InboundMessage = PublishFrame
 
 export interface MqttSessionOptions {
   url: string
@@ -82,21 +77,25 @@ export class MqttSession {
 
   /** Sends the PUBACK of a QoS1 message, unless its connection is gone. */
   ack(msg: InboundMessage): void {
-    if (msg.qos === 0 || msg.messageId === undefined) return
-    if (msg.generation !== this.generationCounter || !this.connected || !this.socket) return
-    this.socket.write(mqtt.generate({ cmd: 'puback', messageId: msg.messageId }, this.packetOpts()))
+    this.ackAll([msg])
   }
 
   /** Acknowledges many messages in one write. */
   ackAll(msgs: InboundMessage[]): void {
     const socket = this.socket
     if (!socket || !this.connected) return
-    const frames: Buffer[] = []
+    // PUBACK is four bytes (type, remaining length 2, packet id); with reason code 0 MQTT v5 allows
+    // the same short form. Written by hand: this runs once per reading.
+    const frames = Buffer.allocUnsafe(msgs.length * 4)
+    let at = 0
     for (const msg of msgs) {
       if (msg.qos === 0 || msg.messageId === undefined || msg.generation !== this.generationCounter) continue
-      frames.push(mqtt.generate({ cmd: 'puback', messageId: msg.messageId }, this.packetOpts()))
+      frames[at] = 0x40
+      frames[at + 1] = 2
+      frames.writeUInt16BE(msg.messageId, at + 2)
+      at += 4
     }
-    if (frames.length > 0) socket.write(frames.length === 1 ? frames[0]! : Buffer.concat(frames))
+    if (at > 0) socket.write(frames.subarray(0, at))
   }
 
   /** Stops reading from the broker (it queues for us) until `resume()`. */
@@ -232,8 +231,9 @@ export class MqttSession {
         )
       })
       const frames = new FrameSplitter(
+        generation,
         () => this.protocolVersion,
-        (publish) => this.opts.onMessage({ ...publish, generation }),
+        this.opts.onMessage,
         (frame) => parser.parse(frame),
       )
       socket.on('data', (chunk: Buffer) => {
