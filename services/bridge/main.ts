@@ -1,6 +1,5 @@
 // vigil-bridge: MQTT devices → JetStream (see services/bridge/README.md).
-import { hostname } from 'node:os'
-import { ReadingBatcher } from '../common/batcher.js'
+import { producerBatcher } from '../common/batcher.js'
 import { connectBus } from '../common/bus.js'
 import { DEFAULT_PORTS } from '../common/config.js'
 import { RateLimiter } from '../common/rate-limit.js'
@@ -16,15 +15,7 @@ await runService({
   async start(kit) {
     const { config, log, metrics, health, lifecycle } = kit
     const { js } = await connectBus(kit)
-    const batcher = new ReadingBatcher({
-      js,
-      log,
-      registry: metrics.registry,
-      partitions: config.partitions,
-      source: `bridge/${hostname()}`,
-      maxBatch: config.batchMax,
-      lingerMs: config.batchLingerMs,
-    })
+    const batcher = producerBatcher(kit, js)
     let bridge: Bridge | undefined
     const session = new MqttSession({
       url: config.mqttUrl,

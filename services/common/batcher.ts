@@ -1,11 +1,13 @@
 import { randomBytes } from 'node:crypto'
+import { hostname } from 'node:os'
 import type { JetStreamClient } from '@nats-io/jetstream'
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client'
 import type { Reading } from '../../gen/vigil/telemetry/v1/telemetry_pb.js'
 import { encodeReadingBatch } from './codec.js'
-import type { EnvReader } from './config.js'
+import type { CommonConfig, EnvReader } from './config.js'
 import type { Logger } from './log.js'
 import { partitionOf, rawSubject } from './nats.js'
+import type { ServiceKit } from './service.js'
 
 /** Batch size and linger time, read the same way by every producer (bridge, ingest). */
 export function readBatchConfig(r: EnvReader): { batchMax: number; batchLingerMs: number } {
@@ -212,4 +214,22 @@ function makeBusMetrics(registry: Registry) {
       registers: [registry],
     }),
   }
+}
+
+/** The batcher of a producing service (`bridge`, `ingest`), configured from its kit. */
+export function producerBatcher(
+  kit: ServiceKit<CommonConfig & { batchMax: number; batchLingerMs: number }>,
+  js: JetStreamClient,
+  opts: { giveUpAfterMs?: number } = {},
+): ReadingBatcher {
+  return new ReadingBatcher({
+    js,
+    log: kit.log,
+    registry: kit.metrics.registry,
+    partitions: kit.config.partitions,
+    source: `${kit.config.service}/${hostname()}`,
+    maxBatch: kit.config.batchMax,
+    lingerMs: kit.config.batchLingerMs,
+    ...opts,
+  })
 }

@@ -1,6 +1,5 @@
 // vigil-ingest: IngestService for devices and programs that speak gRPC, Connect or gRPC-Web.
-import { hostname } from 'node:os'
-import { ReadingBatcher } from '../common/batcher.js'
+import { producerBatcher } from '../common/batcher.js'
 import { connectBus } from '../common/bus.js'
 import { DEFAULT_PORTS } from '../common/config.js'
 import { runService } from '../common/service.js'
@@ -15,16 +14,7 @@ await runService({
   async start(kit) {
     const { config, log, metrics, lifecycle } = kit
     const { js } = await connectBus(kit)
-    const batcher = new ReadingBatcher({
-      js,
-      log,
-      registry: metrics.registry,
-      partitions: config.partitions,
-      source: `ingest/${hostname()}`,
-      maxBatch: config.batchMax,
-      lingerMs: config.batchLingerMs,
-      giveUpAfterMs: config.storeTimeoutMs,
-    })
+    const batcher = producerBatcher(kit, js, { giveUpAfterMs: config.storeTimeoutMs })
     lifecycle.onStop('batcher', () => batcher.close())
     const ctx = createIngestContext({ config, log, js, batcher, registry: metrics.registry })
     return { routes: ingestRoutes(ctx) }
