@@ -304,9 +304,16 @@ describe('bridge: MQTT → JetStream against real mosquitto and nats-server', ()
       qos: 1,
       properties: { contentType: 'application/x-protobuf' },
     })
+    // And one without a content type (MQTT 3.1.1 has none): told from JSON by its first byte.
+    const plain = await mqtt.connectAsync(broker.url, { protocolVersion: 4 })
+    const detected = create(ReadingSchema, { ts: timestampFromDate(new Date()), sensors: { t: 2 }, seq: 1n })
+    await plain.publishAsync('devices/good-2/telemetry', Buffer.from(toBinary(ReadingSchema, detected)), {
+      qos: 1,
+    })
+    await plain.endAsync()
     await client.endAsync()
 
-    await eventually(async () => (await storedRejections(nc)).length >= cases.length, 15_000, 'dead letters')
+    await eventually(async () => (await storedRejections(nc)).length >= cases.length, 20_000, 'dead letters')
     const rejections = await storedRejections(nc)
     for (const c of cases) {
       const found = rejections.find((r) => r.source === `mqtt:${c.topic}`)
@@ -320,9 +327,12 @@ describe('bridge: MQTT → JetStream against real mosquitto and nats-server', ()
     assert.match(mismatch.detail, /differs from the topic/)
     assert.equal(rejections.find((r) => r.source === 'mqtt:devices/bad-8/telemetry')!.rawSize, 1024 * 1024)
     await eventually(
-      async () => (await storedReadings(nc)).readings.some((r) => r.eventId === 'good-1:seq:1'),
+      async () => {
+        const ids = (await storedReadings(nc)).readings.map((r) => r.eventId)
+        return ids.includes('good-1:seq:1') && ids.includes('good-2:seq:1')
+      },
       10_000,
-      'the good reading',
+      'the good readings',
     )
     const metrics = await (await fetch(`${bridge.url}/metrics`)).text()
     assert.match(metrics, /vigil_rejected_total\{reason="bad_json",source="mqtt",service="bridge"\} 3/)
