@@ -5,10 +5,10 @@ import { jetstream } from '@nats-io/jetstream'
 import { ReadingBatchSchema } from '../gen/vigil/telemetry/v1/telemetry_pb.js'
 import { type InboundMessage, MqttSession } from '../services/bridge/mqtt-session.js'
 import { createLogger } from '../services/common/log.js'
-import { connectNats, provisionBus } from '../services/common/nats.js'
+import { connectNats, type NatsConnection, provisionBus } from '../services/common/nats.js'
 import { startMosquitto } from '../test/fixtures/mosquitto.js'
 import { startNats } from '../test/fixtures/nats.js'
-import { startService } from '../test/fixtures/services.js'
+import { type ServiceProcess, startService } from '../test/fixtures/services.js'
 
 const log = createLogger({ service: 'cli', logLevel: 'silent' })
 
@@ -16,6 +16,8 @@ export interface IngestBenchOptions {
   readings: number
   devices: number
   connections: number
+  /** Ceiling and bridge runs alternate this many times; medians are reported. */
+  rounds: number
 }
 
 const say = (line: string) => process.stdout.write(`${line}\n`)
@@ -30,7 +32,7 @@ function processUsage(pid: number): { cpuSeconds: number; peakRssMb: number } {
   return { cpuSeconds: ticks / 100, peakRssMb: hwm / 1024 }
 }
 
-/** The load generator on a worker thread; resolves when every message was acknowledged by the broker. */
+/** The load generator on a worker thread; resolves when the broker acknowledged every message. */
 function loadInWorker(
   opts: IngestBenchOptions & { port: number; prefix: string; topicPrefix: string },
 ): Promise<void> {
@@ -43,56 +45,109 @@ function loadInWorker(
   })
 }
 
-function percentile(sorted: number[], p: number): number {
-  if (sorted.length === 0) return Number.NaN
-  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!
+const percentile = (sorted: number[], p: number) =>
+  sorted.length === 0
+    ? Number.NaN
+    : sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!
+const median = (values: number[]) =>
+  percentile(
+    [...values].sort((a, b) => a - b),
+    50,
+  )
+const fmt = (n: number) => Math.round(n).toLocaleString('en-US')
+
+/** Generator → mosquitto → one subscriber that only acknowledges (in one write per event-loop turn). */
+async function ceilingRound(opts: IngestBenchOptions, brokerUrl: string, port: number, round: number) {
+  let received = 0
+  const pendingAcks: InboundMessage[] = []
+  let done: () => void = () => {}
+  const allReceived = new Promise<void>((resolve) => {
+    done = resolve
+  })
+  const subscriber: MqttSession = new MqttSession({
+    url: brokerUrl,
+    clientId: `bench-ceiling-${round}`,
+    topicFilter: `ceiling${round}/+/telemetry`,
+    shareGroup: 'bench',
+    log,
+    onMessage: (msg) => {
+      pendingAcks.push(msg)
+      if (pendingAcks.length === 1) setImmediate(() => subscriber.ackAll(pendingAcks.splice(0)))
+      if (++received === opts.readings) done()
+    },
+  })
+  await subscriber.start()
+  const started = process.hrtime.bigint()
+  await loadInWorker({ ...opts, port, prefix: `c${round}`, topicPrefix: `ceiling${round}` })
+  await allReceived
+  const seconds = Number(process.hrtime.bigint() - started) / 1e9
+  await subscriber.stop()
+  return opts.readings / seconds
+}
+
+/** Generator → mosquitto → bridge → JetStream, until every reading is in a stored batch. */
+async function bridgeRound(
+  opts: IngestBenchOptions,
+  nc: NatsConnection,
+  bridge: ServiceProcess,
+  port: number,
+  round: number,
+) {
+  const latencies: number[] = []
+  let stored = 0
+  let storedAll: () => void = () => {}
+  const allStored = new Promise<void>((resolve) => {
+    storedAll = resolve
+  })
+  const prefix = `b${round}`
+  // Batches reach core subscribers as JetStream stores them; every tenth is decoded for latency
+  // (each reading's ts is its send time).
+  let batchNo = 0
+  const sub = nc.subscribe('telemetry.raw.>', {
+    callback: (_err, msg) => {
+      const batch = fromBinary(ReadingBatchSchema, msg.data)
+      for (const r of batch.readings) if (r.deviceId.startsWith(`${prefix}-`)) stored++
+      if (batchNo++ % 10 === 0) {
+        const now = Date.now()
+        for (const r of batch.readings)
+          latencies.push(now - (Number(r.ts!.seconds) * 1000 + r.ts!.nanos / 1e6))
+      }
+      if (stored >= opts.readings) storedAll()
+    },
+  })
+  const before = processUsage(bridge.proc.pid!)
+  const started = process.hrtime.bigint()
+  await loadInWorker({ ...opts, port, prefix, topicPrefix: 'devices' })
+  await allStored
+  const seconds = Number(process.hrtime.bigint() - started) / 1e9
+  const after = processUsage(bridge.proc.pid!)
+  sub.unsubscribe()
+  latencies.sort((a, b) => a - b)
+  return {
+    perSec: opts.readings / seconds,
+    cpuCores: (after.cpuSeconds - before.cpuSeconds) / seconds,
+    p50: percentile(latencies, 50),
+    p99: percentile(latencies, 99),
+    stored,
+  }
 }
 
 /**
  * `npm run bench -- ingest`: devices → mosquitto → bridge → JetStream, against the bare ceilings
- * measured in the same run with the same load generator.
+ * measured in the same run with the same load generator. Ceiling and bridge runs alternate, so
+ * both see the same machine; the ratio reported is the median of the per-round ratios.
  */
 export async function benchIngest(opts: IngestBenchOptions): Promise<Record<string, number>> {
   say(
-    `ingest benchmark: ${opts.readings} readings from ${opts.devices} devices over ${opts.connections} connections`,
+    `ingest benchmark: ${fmt(opts.readings)} readings per run from ${fmt(opts.devices)} devices over ` +
+      `${opts.connections} connections, ${opts.rounds} rounds`,
   )
   const [nats, broker] = await Promise.all([startNats(), startMosquitto()])
   const nc = await connectNats({ service: 'cli', natsUrl: nats.url }, log)
   await provisionBus(nc, log)
-  const results: Record<string, number> = {}
+  let bridge: ServiceProcess | undefined
   try {
-    // 1. Bare mosquitto: the same generator → one subscriber that acknowledges at once (QoS1).
-    say('1/3 bare mosquitto QoS1 → one subscriber …')
-    let received = 0
-    const pendingAcks: InboundMessage[] = []
-    let done: () => void = () => {}
-    const allReceived = new Promise<void>((resolve) => {
-      done = resolve
-    })
-    const subscriber: MqttSession = new MqttSession({
-      url: broker.url,
-      clientId: 'bench-ceiling',
-      topicFilter: 'ceiling/+/telemetry',
-      shareGroup: 'bench',
-      log,
-      // Bare: acknowledge every message at once, in one write per turn of the event loop, as the
-      // bridge does after its JetStream acks.
-      onMessage: (msg) => {
-        pendingAcks.push(msg)
-        if (pendingAcks.length === 1) setImmediate(() => subscriber.ackAll(pendingAcks.splice(0)))
-        if (++received === opts.readings) done()
-      },
-    })
-    await subscriber.start()
-    const ceilingStart = process.hrtime.bigint()
-    await loadInWorker({ ...opts, port: broker.port, prefix: 'c', topicPrefix: 'ceiling' })
-    await allReceived
-    const ceilingSeconds = Number(process.hrtime.bigint() - ceilingStart) / 1e9
-    await subscriber.stop()
-    results.mosquittoCeilingPerSec = opts.readings / ceilingSeconds
-
-    // 2. Bare JetStream: async publishes of single ~200 B messages.
-    say('2/3 bare JetStream async publish …')
+    say('bare JetStream async publish …')
     const js = jetstream(nc)
     const body = new Uint8Array(200).fill(7)
     const jsCount = Math.min(opts.readings, 100_000)
@@ -103,81 +158,69 @@ export async function benchIngest(opts: IngestBenchOptions): Promise<Record<stri
       if (window.length >= 5_000) await Promise.all(window.splice(0, window.length))
     }
     await Promise.all(window)
-    results.jetstreamPublishPerSec = jsCount / (Number(process.hrtime.bigint() - jsStart) / 1e9)
+    const jetstreamPerSec = jsCount / (Number(process.hrtime.bigint() - jsStart) / 1e9)
 
-    // 3. The bridge, from its production entry point, in its own process.
-    say('3/3 devices → mosquitto → bridge → JetStream …')
-    const bridge = await startService('bridge', {
-      VIGIL_NATS_URL: nats.url,
-      VIGIL_MQTT_URL: broker.url,
-      VIGIL_DEVICE_RATE: '0',
-      VIGIL_LOG_LEVEL: 'warn',
-      // The bridge's batching knobs, when given to the benchmark.
-      ...Object.fromEntries(
-        ['VIGIL_BATCH_MAX', 'VIGIL_BATCH_LINGER_MS', 'VIGIL_PARTITIONS']
-          .filter((k) => process.env[k])
-          .map((k) => [k, process.env[k]!]),
-      ),
-    })
-    const latencies: number[] = []
-    let stored = 0
-    let storedAll: () => void = () => {}
-    const allStored = new Promise<void>((resolve) => {
-      storedAll = resolve
-    })
-    // Stored batches reach core subscribers as JetStream stores them; every tenth is decoded for latency.
-    let batchNo = 0
-    const sub = nc.subscribe('telemetry.raw.>', {
-      callback: (_err, msg) => {
-        const sample = batchNo++ % 10 === 0
-        const batch = fromBinary(ReadingBatchSchema, msg.data)
-        stored += batch.readings.length
-        if (sample) {
-          const now = Date.now()
-          // Each reading's ts is its send time (ms precision).
-          for (const r of batch.readings)
-            latencies.push(now - (Number(r.ts!.seconds) * 1000 + r.ts!.nanos / 1e6))
-        }
-        if (stored >= opts.readings) storedAll()
+    // The bridge from its production entry point, in its own process.
+    bridge = await startService(
+      'bridge',
+      {
+        VIGIL_NATS_URL: nats.url,
+        VIGIL_MQTT_URL: broker.url,
+        VIGIL_DEVICE_RATE: '0',
+        VIGIL_LOG_LEVEL: 'warn',
+        // The bridge's batching knobs, when given to the benchmark.
+        ...Object.fromEntries(
+          ['VIGIL_BATCH_MAX', 'VIGIL_BATCH_LINGER_MS', 'VIGIL_PARTITIONS']
+            .filter((k) => process.env[k])
+            .map((k) => [k, process.env[k]!]),
+        ),
       },
-    })
-    const before = processUsage(bridge.proc.pid!)
-    const runStart = process.hrtime.bigint()
-    await loadInWorker({ ...opts, port: broker.port, prefix: 'b', topicPrefix: 'devices' })
-    await allStored
-    const runSeconds = Number(process.hrtime.bigint() - runStart) / 1e9
-    const after = processUsage(bridge.proc.pid!)
-    sub.unsubscribe()
-    await bridge.stop()
-    latencies.sort((a, b) => a - b)
-    results.bridgePerSec = opts.readings / runSeconds
-    results.ratioToMosquitto = results.bridgePerSec / results.mosquittoCeilingPerSec
-    results.ratioToJetStreamMsgs = results.bridgePerSec / results.jetstreamPublishPerSec
-    results.p50LatencyMs = percentile(latencies, 50)
-    results.p99LatencyMs = percentile(latencies, 99)
-    results.bridgeCpuCores = (after.cpuSeconds - before.cpuSeconds) / runSeconds
-    results.bridgePeakRssMb = after.peakRssMb
-    results.readingsStored = stored
-
+      { nodeArgs: (process.env.BENCH_BRIDGE_NODE_ARGS ?? '').split(' ').filter(Boolean) },
+    )
+    const rounds: { ceiling: number; bridge: Awaited<ReturnType<typeof bridgeRound>> }[] = []
+    for (let round = 1; round <= opts.rounds; round++) {
+      const ceiling = await ceilingRound(opts, broker.url, broker.port, round)
+      const run = await bridgeRound(opts, nc, bridge, broker.port, round)
+      rounds.push({ ceiling, bridge: run })
+      say(
+        `round ${round}: bare mosquitto ${fmt(ceiling)} msgs/s, bridge ${fmt(run.perSec)} readings/s ` +
+          `(${(run.perSec / ceiling).toFixed(2)})`,
+      )
+    }
+    const peakRssMb = processUsage(bridge.proc.pid!).peakRssMb
+    const results = {
+      mosquittoCeilingPerSec: median(rounds.map((r) => r.ceiling)),
+      jetstreamPublishPerSec: jetstreamPerSec,
+      bridgePerSec: median(rounds.map((r) => r.bridge.perSec)),
+      ratioToMosquitto: median(rounds.map((r) => r.bridge.perSec / r.ceiling)),
+      ratioMin: Math.min(...rounds.map((r) => r.bridge.perSec / r.ceiling)),
+      ratioMax: Math.max(...rounds.map((r) => r.bridge.perSec / r.ceiling)),
+      p50LatencyMs: median(rounds.map((r) => r.bridge.p50)),
+      p99LatencyMs: median(rounds.map((r) => r.bridge.p99)),
+      bridgeCpuCores: median(rounds.map((r) => r.bridge.cpuCores)),
+      bridgePeakRssMb: peakRssMb,
+      readingsStored: rounds.reduce((n, r) => n + r.bridge.stored, 0),
+      readingsSent: opts.readings * opts.rounds,
+    }
     say('')
-    say('| measure | value |')
+    say('| measure (median of rounds) | value |')
     say('|---|---|')
     say(`| bare mosquitto QoS1 → one subscriber | ${fmt(results.mosquittoCeilingPerSec)} msgs/s |`)
-    say(`| bare JetStream async publish (200 B) | ${fmt(results.jetstreamPublishPerSec)} msgs/s |`)
+    say(`| bare JetStream async publish (200 B, one message per publish) | ${fmt(jetstreamPerSec)} msgs/s |`)
     say(`| devices → mosquitto → bridge → JetStream | ${fmt(results.bridgePerSec)} readings/s |`)
-    say(`| bridge / bare mosquitto | ${results.ratioToMosquitto.toFixed(2)} |`)
-    say(`| bridge / bare JetStream messages | ${results.ratioToJetStreamMsgs.toFixed(2)} |`)
+    say(
+      `| bridge / bare mosquitto | ${results.ratioToMosquitto.toFixed(2)} ` +
+        `(rounds ${results.ratioMin.toFixed(2)}–${results.ratioMax.toFixed(2)}) |`,
+    )
+    say(`| bridge / bare JetStream messages | ${(results.bridgePerSec / jetstreamPerSec).toFixed(2)} |`)
     say(`| publish → stored latency p50 / p99 | ${results.p50LatencyMs} ms / ${results.p99LatencyMs} ms |`)
     say(`| bridge CPU | ${results.bridgeCpuCores.toFixed(2)} cores |`)
     say(`| bridge peak RSS | ${results.bridgePeakRssMb.toFixed(0)} MB |`)
-    say(`| readings stored / sent | ${stored} / ${opts.readings} |`)
+    say(`| readings stored / sent | ${fmt(results.readingsStored)} / ${fmt(results.readingsSent)} |`)
     return results
   } finally {
+    await bridge?.stop()
     await nc.drain()
     await Promise.all([nats.stop(), broker.stop()])
   }
-}
-
-function fmt(n: number): string {
-  return Math.round(n).toLocaleString('en-US')
 }

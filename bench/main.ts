@@ -1,4 +1,4 @@
-// `npm run bench [-- <suite>] [--readings N] [--devices N] [--connections N]`
+// `npm run bench [-- <suite>] [--readings N] [--devices N] [--connections N] [--rounds N]`
 // Suites: ingest (default). Each prints a table of figures measured against the bare
 // infrastructure in the same run.
 import { benchIngest } from './ingest.js'
@@ -19,6 +19,7 @@ switch (suite) {
       readings: flag(args, 'readings', 300_000),
       devices: flag(args, 'devices', 1_000),
       connections: flag(args, 'connections', 4),
+      rounds: flag(args, 'rounds', 3),
     })
     break
   default:
