@@ -13,6 +13,9 @@ import { Supervised } from './supervisor.js'
 const SERVICES = [
   { name: 'ingest', port: DEFAULT_PORTS.ingest, issue: 'Ingest' },
   { name: 'inference', port: DEFAULT_PORTS.inference, issue: 'Inference' },
+  // With embedded ClickHouse the store holds the data folder's lock; the query service, when it is
+  // built, must run the writer in its own process instead (ARCHITECTURE.md, Storage).
+  { name: 'store', port: DEFAULT_PORTS.store, issue: 'Analytics' },
   { name: 'query', port: DEFAULT_PORTS.query, issue: 'Analytics' },
   { name: 'bridge', port: DEFAULT_PORTS.bridge, issue: 'Ingest' },
 ] as const

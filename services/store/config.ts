@@ -1,0 +1,17 @@
+import type { CommonConfig, EnvReader } from '../common/config.js'
+
+export interface StoreConfig extends CommonConfig {
+  retentionDays: number
+  insertMaxRows: number
+  insertLingerMs: number
+}
+
+/** The store's own variables (see README.md). */
+export function readStoreConfig(r: EnvReader, common: CommonConfig): StoreConfig {
+  return {
+    ...common,
+    retentionDays: r.int('VIGIL_RETENTION_DAYS', 30, 1, 3650),
+    insertMaxRows: r.int('VIGIL_STORE_INSERT_ROWS', 20_000, 100, 1_000_000),
+    insertLingerMs: r.int('VIGIL_STORE_LINGER_MS', 250, 1, 60_000),
+  }
+}

@@ -1,0 +1,111 @@
+import { fromBinary } from '@bufbuild/protobuf'
+import type { Registry } from 'prom-client'
+import { InferenceBatchSchema, ReadingBatchSchema } from '../../gen/vigil/telemetry/v1/telemetry_pb.js'
+import type { ClickHouse } from '../common/clickhouse.js'
+import type { Logger } from '../common/log.js'
+import {
+  BUS,
+  ensureConsumer,
+  type JetStreamClient,
+  type JetStreamManager,
+  type JsMsg,
+  PoisonMessageError,
+  runConsumer,
+} from '../common/nats.js'
+import { inferenceRow, telemetryRow } from './rows.js'
+import { type InsertRows, TableWriter } from './writer.js'
+
+/** Inserts through the ClickHouse client with a deduplication token (also for the rollup views). */
+export function clickhouseInsert(ch: ClickHouse): InsertRows {
+  return async (table, rows, token) => {
+    await ch.client.insert({
+      table: ch.table(table),
+      values: rows,
+      format: 'JSONEachRow',
+      clickhouse_settings: {
+        insert_deduplication_token: token,
+        deduplicate_blocks_in_dependent_materialized_views: 1,
+      },
+    })
+  }
+}
+
+export interface WriterOptions {
+  js: JetStreamClient
+  jsm: JetStreamManager
+  insert: InsertRows
+  log: Logger
+  registry: Registry
+  signal: AbortSignal
+  maxRows?: number
+  lingerMs?: number
+  /** Messages each consumer holds while their rows wait for an insert (default 512). */
+  inFlight?: number
+}
+
+/**
+ * The store's writers: durable consumers on TELEMETRY and INFERENCES whose messages are acked only
+ * after the insert holding their rows succeeded. While ClickHouse fails, messages are nak'ed with
+ * backoff and redelivered without limit (never dead-lettered for it); a message that does not
+ * decode is poison: terminated and kept on `telemetry.rejected.poison`.
+ */
+export async function runWriters(opts: WriterOptions): Promise<void> {
+  const inFlight = opts.inFlight ?? 512
+  const writers = [
+    {
+      stream: BUS.streams.telemetry,
+      durable: 'store-telemetry',
+      table: 'telemetry',
+      rows: (msg: JsMsg) => {
+        const batch = decode(() => fromBinary(ReadingBatchSchema, msg.data), 'ReadingBatch')
+        return { id: batch.batchId || `seq-${msg.seq}`, rows: batch.readings.map(telemetryRow) }
+      },
+    },
+    {
+      stream: BUS.streams.inferences,
+      durable: 'store-inferences',
+      table: 'inferences',
+      rows: (msg: JsMsg) => {
+        const batch = decode(() => fromBinary(InferenceBatchSchema, msg.data), 'InferenceBatch')
+        return { id: batch.batchId || `seq-${msg.seq}`, rows: batch.inferences.map(inferenceRow) }
+      },
+    },
+  ]
+  await Promise.all(
+    writers.map(async (w) => {
+      // Unlimited deliveries: a ClickHouse outage must not turn good messages into dead letters.
+      await ensureConsumer(opts.jsm, w.stream, w.durable, { maxDeliver: -1, maxAckPending: inFlight * 2 })
+      const writer = new TableWriter({
+        table: w.table,
+        insert: opts.insert,
+        log: opts.log,
+        registry: opts.registry,
+        maxRows: opts.maxRows,
+        lingerMs: opts.lingerMs,
+      })
+      await runConsumer({
+        js: opts.js,
+        stream: w.stream,
+        durable: w.durable,
+        log: opts.log,
+        signal: opts.signal,
+        concurrency: inFlight,
+        prefetch: inFlight,
+        maxDeliver: Number.POSITIVE_INFINITY,
+        handle: async (msg) => {
+          const { id, rows } = w.rows(msg)
+          if (rows.length > 0) await writer.write(id, rows)
+        },
+      })
+      writer.flush()
+    }),
+  )
+}
+
+function decode<T>(fn: () => T, what: string): T {
+  try {
+    return fn()
+  } catch (err) {
+    throw new PoisonMessageError(`not a ${what}: ${(err as Error).message}`)
+  }
+}

@@ -1,0 +1,116 @@
+import type { Migration } from '../common/clickhouse.js'
+
+/**
+ * The store's schema, in order. Never edit an applied migration: add a new one (the runner refuses
+ * a migration whose statements changed). Retention (TTL) is not part of a migration because it
+ * comes from config; `applyRetention` sets it at every start.
+ */
+export const MIGRATIONS: Migration[] = [
+  {
+    version: 1,
+    name: 'telemetry',
+    statements: [
+      `CREATE TABLE IF NOT EXISTS {db}.telemetry (
+        device_id LowCardinality(String),
+        ts DateTime64(3, 'UTC'),
+        event_id String,
+        sensors Map(LowCardinality(String), Float64),
+        meta Map(LowCardinality(String), String),
+        seq UInt64,
+        received_at DateTime64(3, 'UTC'),
+        stored_at DateTime64(3, 'UTC') DEFAULT now64(3)
+      )
+      ENGINE = ReplacingMergeTree
+      PARTITION BY toDate(ts)
+      ORDER BY (device_id, ts, event_id)
+      SETTINGS non_replicated_deduplication_window = 10000`,
+    ],
+  },
+  {
+    version: 2,
+    name: 'inferences',
+    statements: [
+      `CREATE TABLE IF NOT EXISTS {db}.inferences (
+        device_id LowCardinality(String),
+        ts DateTime64(3, 'UTC'),
+        event_id String,
+        score Float64,
+        label LowCardinality(String),
+        anomaly_names Array(String),
+        anomaly_severities Array(LowCardinality(String)),
+        explain_names Array(String),
+        explain_contributions Array(Float64),
+        spe Float64,
+        spe_limit Float64,
+        t2 Float64,
+        t2_limit Float64,
+        model_name LowCardinality(String),
+        model_version UInt32,
+        features Map(LowCardinality(String), Float64),
+        inferred_at DateTime64(3, 'UTC')
+      )
+      ENGINE = ReplacingMergeTree
+      PARTITION BY toDate(ts)
+      ORDER BY (device_id, ts, event_id)
+      SETTINGS non_replicated_deduplication_window = 10000`,
+    ],
+  },
+  {
+    version: 3,
+    name: 'one-minute rollup per device and sensor',
+    statements: [
+      `CREATE TABLE IF NOT EXISTS {db}.telemetry_1m (
+        device_id LowCardinality(String),
+        sensor LowCardinality(String),
+        minute DateTime('UTC'),
+        count SimpleAggregateFunction(sum, UInt64),
+        min SimpleAggregateFunction(min, Float64),
+        max SimpleAggregateFunction(max, Float64),
+        sum SimpleAggregateFunction(sum, Float64),
+        quantiles AggregateFunction(quantilesTDigest(0.5, 0.95), Float64)
+      )
+      ENGINE = AggregatingMergeTree
+      PARTITION BY toDate(minute)
+      ORDER BY (device_id, sensor, minute)`,
+      `CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.telemetry_1m_mv TO {db}.telemetry_1m AS
+      SELECT
+        device_id,
+        sensor,
+        toStartOfMinute(ts) AS minute,
+        count() AS count,
+        min(value) AS min,
+        max(value) AS max,
+        sum(value) AS sum,
+        quantilesTDigestState(0.5, 0.95)(value) AS quantiles
+      FROM {db}.telemetry
+      ARRAY JOIN mapKeys(sensors) AS sensor, mapValues(sensors) AS value
+      GROUP BY device_id, sensor, minute`,
+    ],
+  },
+  {
+    version: 4,
+    name: 'latest state per device',
+    statements: [
+      `CREATE TABLE IF NOT EXISTS {db}.device_latest (
+        device_id LowCardinality(String),
+        ts DateTime64(3, 'UTC'),
+        event_id String,
+        sensors Map(LowCardinality(String), Float64),
+        site LowCardinality(String),
+        firmware LowCardinality(String)
+      )
+      ENGINE = ReplacingMergeTree(ts)
+      ORDER BY device_id`,
+      `CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.device_latest_mv TO {db}.device_latest AS
+      SELECT device_id, ts, event_id, sensors, meta['site'] AS site, meta['fw'] AS firmware
+      FROM {db}.telemetry`,
+    ],
+  },
+]
+
+/** Tables whose rows expire after the retention period, by their time column. */
+export const RETENTION = [
+  { table: 'telemetry', column: 'ts' },
+  { table: 'inferences', column: 'ts' },
+  { table: 'telemetry_1m', column: 'minute' },
+] as const

@@ -1,0 +1,132 @@
+import { createHash } from 'node:crypto'
+import { Counter, Histogram, type Registry } from 'prom-client'
+import type { Logger } from '../common/log.js'
+
+/** Inserts rows into a table; resolves once ClickHouse has them. `token` makes a retry a no-op. */
+export type InsertRows = (table: string, rows: Record<string, unknown>[], token: string) => Promise<void>
+
+export interface TableWriterOptions {
+  table: string
+  insert: InsertRows
+  log: Logger
+  registry: Registry
+  /** Rows per insert at most (default 20,000). */
+  maxRows?: number
+  /** How long the first waiting rows may wait for more (default 250 ms). */
+  lingerMs?: number
+}
+
+interface Waiting {
+  rows: Record<string, unknown>[]
+  ids: string[]
+  resolve: () => void
+  reject: (err: Error) => void
+}
+
+/**
+ * Gathers the rows of many bus messages into one large insert (ClickHouse wants thousands of rows
+ * per insert, never one by one). `write()` resolves when the insert holding its rows succeeded, so
+ * the consumer acknowledges a message only after its rows are stored; a failed insert rejects every
+ * waiter and their messages are redelivered. The insert's deduplication token is derived from the
+ * batch ids it holds, so the same group inserted again is dropped by ClickHouse.
+ */
+export class TableWriter {
+  private waiting: Waiting[] = []
+  private rowCount = 0
+  private timer: NodeJS.Timeout | undefined
+  private readonly maxRows: number
+  private readonly lingerMs: number
+  private readonly inserted: Counter
+  private readonly failures: Counter
+  private readonly seconds: Histogram
+
+  constructor(private readonly opts: TableWriterOptions) {
+    this.maxRows = opts.maxRows ?? 20_000
+    this.lingerMs = opts.lingerMs ?? 250
+    this.inserted = metric(
+      opts.registry,
+      'vigil_store_rows_inserted_total',
+      () =>
+        new Counter({
+          name: 'vigil_store_rows_inserted_total',
+          help: 'Rows inserted into ClickHouse, by table.',
+          labelNames: ['table'],
+          registers: [opts.registry],
+        }),
+    )
+    this.failures = metric(
+      opts.registry,
+      'vigil_store_insert_failures_total',
+      () =>
+        new Counter({
+          name: 'vigil_store_insert_failures_total',
+          help: 'Inserts that failed (their messages are redelivered), by table.',
+          labelNames: ['table'],
+          registers: [opts.registry],
+        }),
+    )
+    this.seconds = metric(
+      opts.registry,
+      'vigil_store_insert_seconds',
+      () =>
+        new Histogram({
+          name: 'vigil_store_insert_seconds',
+          help: 'Time of one ClickHouse insert, by table.',
+          labelNames: ['table'],
+          buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+          registers: [opts.registry],
+        }),
+    )
+  }
+
+  /** Queues the rows of one bus message (`id` is its batch id); resolves once they are inserted. */
+  write(id: string, rows: Record<string, unknown>[]): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.waiting.push({ rows, ids: [id], resolve, reject })
+      this.rowCount += rows.length
+      if (this.rowCount >= this.maxRows) this.flush()
+      else this.timer ??= setTimeout(() => this.flush(), this.lingerMs)
+    })
+  }
+
+  /** Inserts whatever is waiting now. */
+  flush(): void {
+    clearTimeout(this.timer)
+    this.timer = undefined
+    if (this.waiting.length === 0) return
+    const group = this.waiting
+    this.waiting = []
+    this.rowCount = 0
+    const rows = group.flatMap((w) => w.rows)
+    const token = createHash('sha256')
+      .update(
+        group
+          .flatMap((w) => w.ids)
+          .sort()
+          .join('\n'),
+      )
+      .digest('hex')
+      .slice(0, 32)
+    const started = process.hrtime.bigint()
+    const table = this.opts.table
+    this.opts.insert(table, rows, token).then(
+      () => {
+        this.seconds.observe({ table }, Number(process.hrtime.bigint() - started) / 1e9)
+        this.inserted.inc({ table }, rows.length)
+        for (const w of group) w.resolve()
+      },
+      (err: Error) => {
+        this.failures.inc({ table })
+        this.opts.log.warn(
+          { table, rows: rows.length, err: err.message },
+          'insert failed; messages will be redelivered',
+        )
+        for (const w of group) w.reject(err)
+      },
+    )
+  }
+}
+
+function metric<T>(registry: Registry, name: string, make: () => T): T {
+  return (registry.getSingleMetric(name) as T | undefined) ?? make()
+}
