@@ -13,9 +13,9 @@ import { Supervised } from './supervisor.js'
 const SERVICES = [
   { name: 'ingest', port: DEFAULT_PORTS.ingest, issue: 'Ingest' },
   { name: 'inference', port: DEFAULT_PORTS.inference, issue: 'Inference' },
-  // With embedded ClickHouse the store holds the data folder's lock; the query service, when it is
-  // built, must run the writer in its own process instead (ARCHITECTURE.md, Storage).
-  { name: 'store', port: DEFAULT_PORTS.store, issue: 'Analytics' },
+  // With embedded ClickHouse only one process may open the data folder: the query service then runs
+  // the store's writer itself and no separate store is started (ARCHITECTURE.md, Storage).
+  { name: 'store', port: DEFAULT_PORTS.store, issue: 'Analytics', serverOnly: true },
   { name: 'query', port: DEFAULT_PORTS.query, issue: 'Analytics' },
   { name: 'bridge', port: DEFAULT_PORTS.bridge, issue: 'Ingest' },
 ] as const
@@ -134,6 +134,10 @@ export async function up(argv: string[]): Promise<number> {
     })
 
     for (const service of SERVICES) {
+      if ('serverOnly' in service && service.serverOnly && !clickhouseUrl) {
+        rows.push({ component: service.name, address: '-', state: 'runs inside query (embedded ClickHouse)' })
+        continue
+      }
       const entry = serviceEntry(service.name)
       if (!entry) {
         rows.push({

@@ -1,0 +1,23 @@
+import type { CommonConfig, EnvReader } from '../common/config.js'
+import { readStoreConfig, type StoreConfig } from '../store/config.js'
+
+export interface QueryConfig extends StoreConfig {
+  /** A device seen within this window counts as online. */
+  onlineWindowMs: number
+  /**
+   * Whether this process also runs the store's writer. Required with embedded ClickHouse, whose
+   * data folder only one process may open; off by default with a ClickHouse server.
+   */
+  runWriter: boolean
+}
+
+/** The query service's own variables (see README.md). */
+export function readQueryConfig(r: EnvReader, common: CommonConfig): QueryConfig {
+  const store = readStoreConfig(r, common)
+  const embedded = common.clickhouseUrl === undefined
+  const runWriter = r.bool('VIGIL_QUERY_RUNS_WRITER', embedded)
+  if (embedded && !runWriter) {
+    r.problem('VIGIL_QUERY_RUNS_WRITER: must be true with embedded ClickHouse (only one process may open it)')
+  }
+  return { ...store, onlineWindowMs: r.int('VIGIL_ONLINE_WINDOW_MS', 300_000, 1_000, 86_400_000), runWriter }
+}

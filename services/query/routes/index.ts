@@ -1,0 +1,22 @@
+import type { ConnectRouter } from '@connectrpc/connect'
+import { QueryService } from '../../../gen/vigil/query/v1/query_pb.js'
+import type { QueryContext } from '../context.js'
+import { getFleetSummary } from './get-fleet-summary.js'
+import { getLatest } from './get-latest.js'
+import { listAnomalies } from './list-anomalies.js'
+import { listDevices } from './list-devices.js'
+import { queryRange } from './query-range.js'
+import { watch } from './watch.js'
+
+/** vigil.query.v1.QueryService. */
+export function queryRoutes(ctx: QueryContext) {
+  return (router: ConnectRouter) =>
+    router.service(QueryService, {
+      listDevices: (req) => listDevices(ctx, req),
+      getLatest: (req) => getLatest(ctx, req),
+      queryRange: (req) => queryRange(ctx, req),
+      listAnomalies: (req) => listAnomalies(ctx, req),
+      getFleetSummary: (req) => getFleetSummary(ctx, req),
+      watch: (req, hctx) => watch(ctx, req, hctx),
+    })
+}
