@@ -39,8 +39,11 @@ function newKeys(): {
 function baseCertificate(publicKey: forge.pki.rsa.PublicKey, days: number): forge.pki.Certificate {
   const cert = forge.pki.createCertificate()
   cert.publicKey = publicKey
-  // Positive serial: a leading zero nibble keeps the DER integer unsigned.
-  cert.serialNumber = `0${randomBytes(15).toString('hex')}`
+  // A positive serial in minimal DER: first byte 0x01..0x7f (no sign bit, no leading zero byte,
+  // which OpenSSL refuses as "illegal padding").
+  const serial = randomBytes(16)
+  serial[0] = (serial[0]! & 0x7f) | 0x01
+  cert.serialNumber = serial.toString('hex')
   cert.validity.notBefore = new Date(Date.now() - 60_000)
   cert.validity.notAfter = new Date(Date.now() + days * 86_400_000)
   return cert
