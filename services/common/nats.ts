@@ -230,6 +230,11 @@ export interface ConsumerLoopOptions {
   prefetch?: number
   /** Deliveries after which a failing message is treated as poison (default 10, as the consumer's max_deliver). */
   maxDeliver?: number
+  /**
+   * Keep poison messages on `telemetry.rejected.poison` (default). Off for the consumer of that
+   * stream itself, where a dead letter of a dead letter would loop.
+   */
+  deadLetterPoison?: boolean
   /** First nak delay; doubles per redelivery up to maxBackoffMs (defaults 250 ms and 30 s). */
   backoffMs?: number
   maxBackoffMs?: number
@@ -258,12 +263,14 @@ export async function runConsumer(opts: ConsumerLoopOptions): Promise<void> {
       if (err instanceof PoisonMessageError || deliveries >= maxDeliver) {
         const reason = err instanceof Error ? err.message : String(err)
         log.error({ subject: msg.subject, seq: msg.seq, deliveries, reason }, 'poison message: terminated')
-        await keepRejected(js, {
-          source: `consumer:${opts.durable}`,
-          raw: msg.data,
-          reason: RejectReason.POISON,
-          detail: reason,
-        }).catch((e: Error) => log.error({ err: e.message }, 'could not dead-letter a poison message'))
+        if (opts.deadLetterPoison !== false) {
+          await keepRejected(js, {
+            source: `consumer:${opts.durable}`,
+            raw: msg.data,
+            reason: RejectReason.POISON,
+            detail: reason,
+          }).catch((e: Error) => log.error({ err: e.message }, 'could not dead-letter a poison message'))
+        }
         // No reason argument: nats-server 2.9 ignores "+TERM <reason>"; the reason is in the dead letter.
         msg.term()
         return

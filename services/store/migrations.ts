@@ -106,6 +106,25 @@ export const MIGRATIONS: Migration[] = [
       FROM {db}.telemetry`,
     ],
   },
+  {
+    version: 5,
+    name: 'rejected payloads',
+    statements: [
+      `CREATE TABLE IF NOT EXISTS {db}.rejected (
+        received_at DateTime64(3, 'UTC'),
+        reason LowCardinality(String),
+        source String,
+        device_id String,
+        detail String,
+        raw_size UInt32,
+        seq UInt64
+      )
+      ENGINE = ReplacingMergeTree
+      PARTITION BY toDate(received_at)
+      ORDER BY (reason, received_at, seq)
+      SETTINGS non_replicated_deduplication_window = 10000`,
+    ],
+  },
 ]
 
 /** Tables whose rows expire after the retention period, by their time column. */
@@ -113,4 +132,5 @@ export const RETENTION = [
   { table: 'telemetry', column: 'ts' },
   { table: 'inferences', column: 'ts' },
   { table: 'telemetry_1m', column: 'minute' },
+  { table: 'rejected', column: 'received_at' },
 ] as const

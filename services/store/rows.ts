@@ -1,5 +1,10 @@
 import type { Timestamp } from '@bufbuild/protobuf/wkt'
-import type { Inference, Reading } from '../../gen/vigil/telemetry/v1/telemetry_pb.js'
+import {
+  type Inference,
+  type Reading,
+  type Rejected,
+  RejectReason,
+} from '../../gen/vigil/telemetry/v1/telemetry_pb.js'
 import { toDateTime64 } from '../common/clickhouse.js'
 
 const ms = (ts: Timestamp | undefined) => (ts ? Number(ts.seconds) * 1000 + Math.floor(ts.nanos / 1e6) : 0)
@@ -37,5 +42,18 @@ export function inferenceRow(i: Inference) {
     model_version: i.model?.version ?? 0,
     features: i.features,
     inferred_at: toDateTime64(ms(i.inferredAt)),
+  }
+}
+
+/** A dead letter as a row of `rejected` (`seq` is its stream sequence: the row's identity). */
+export function rejectedRow(r: Rejected, seq: number) {
+  return {
+    received_at: toDateTime64(ms(r.receivedAt)),
+    reason: (RejectReason[r.reason] ?? 'UNSPECIFIED').replace(/^REJECT_REASON_/, '').toLowerCase(),
+    source: r.source,
+    device_id: r.deviceId,
+    detail: r.detail,
+    raw_size: r.rawSize,
+    seq,
   }
 }

@@ -162,6 +162,16 @@ describe('store: JetStream → ClickHouse writer (embedded ClickHouse, real nats
         async () => (await jsm.consumers.info('TELEMETRY', 'store-telemetry')).num_ack_pending === 0,
       )
       assert.equal(info.num_pending, 0)
+      // …and the store lists dead letters for operators (counted by the fleet summary).
+      await eventually(
+        async () =>
+          (await count(
+            ch,
+            `SELECT count() AS n FROM ${ch.table('rejected')} FINAL WHERE reason = 'poison'`,
+          )) === 1,
+        10_000,
+        'the dead letter in the rejected table',
+      )
     } finally {
       second.abort()
       await run2

@@ -38,11 +38,18 @@ export async function getFleetSummary(
      WHERE inferred_at >= fromUnixTimestamp64Milli({since:Int64}, 'UTC') GROUP BY label`,
     { since: now - windowMs },
   )
+  const [rejected] = await rows<{ n: string | number }>(
+    ctx,
+    `SELECT count() AS n FROM ${ctx.ch.table('rejected')} FINAL
+     WHERE received_at >= fromUnixTimestamp64Milli({since:Int64}, 'UTC')`,
+    { since: now - windowMs },
+  )
   return create(GetFleetSummaryResponseSchema, {
     devicesTotal: BigInt(devices?.total ?? 0),
     devicesOnline: BigInt(devices?.online ?? 0),
     readingsPerSecond: Number(readings?.last_minute ?? 0) / 60,
     readingsInWindow: BigInt(readings?.in_window ?? 0),
     inferencesByLabel: Object.fromEntries(labels.map((l) => [l.label, BigInt(l.n)])),
+    rejectedInWindow: BigInt(rejected?.n ?? 0),
   })
 }
