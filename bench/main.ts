@@ -1,7 +1,8 @@
 // `npm run bench [-- <suite>] [--readings N] [--devices N] [--connections N] [--rounds N]`
-// Suites: ingest (default). Each prints a table of figures measured against the bare
+// Suites: ingest (default), store (`--rows N --devices N`). Each prints a table of figures measured against the bare
 // infrastructure in the same run.
 import { benchIngest } from './ingest.js'
+import { benchStore } from './store.js'
 
 function flag(args: string[], name: string, fallback: number): number {
   const i = args.indexOf(`--${name}`)
@@ -22,7 +23,10 @@ switch (suite) {
       rounds: flag(args, 'rounds', 3),
     })
     break
+  case 'store':
+    await benchStore({ rows: flag(args, 'rows', 1_000_000), devices: flag(args, 'devices', 10_000) })
+    break
   default:
-    process.stderr.write(`unknown benchmark "${suite}"; suites: ingest\n`)
+    process.stderr.write(`unknown benchmark "${suite}"; suites: ingest, store\n`)
     process.exitCode = 2
 }

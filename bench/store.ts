@@ -1,0 +1,228 @@
+import { create, toBinary } from '@bufbuild/protobuf'
+import { durationFromMs, timestampFromMs } from '@bufbuild/protobuf/wkt'
+import { jetstream, jetstreamManager } from '@nats-io/jetstream'
+import { Registry } from 'prom-client'
+import {
+  GetFleetSummaryRequestSchema,
+  GetLatestRequestSchema,
+  ListAnomaliesRequestSchema,
+  ListDevicesRequestSchema,
+  QueryRangeRequestSchema,
+} from '../gen/vigil/query/v1/query_pb.js'
+import {
+  InferenceBatchSchema,
+  InferenceSchema,
+  type Reading,
+  ReadingSchema,
+} from '../gen/vigil/telemetry/v1/telemetry_pb.js'
+import { type ClickHouse, migrate, openClickHouse } from '../services/common/clickhouse.js'
+import { encodeReadingBatch } from '../services/common/codec.js'
+import { createLogger } from '../services/common/log.js'
+import { connectNats, provisionBus, rawSubject } from '../services/common/nats.js'
+import type { QueryContext } from '../services/query/context.js'
+import { getFleetSummary } from '../services/query/routes/get-fleet-summary.js'
+import { getLatest } from '../services/query/routes/get-latest.js'
+import { listAnomalies } from '../services/query/routes/list-anomalies.js'
+import { listDevices } from '../services/query/routes/list-devices.js'
+import { queryRange } from '../services/query/routes/query-range.js'
+import { clickhouseInsert, runWriters } from '../services/store/consumers.js'
+import { MIGRATIONS } from '../services/store/migrations.js'
+import { telemetryRow } from '../services/store/rows.js'
+import { startNats } from '../test/fixtures/nats.js'
+import { tempDir } from '../test/fixtures/process.js'
+
+const log = createLogger({ service: 'store', logLevel: 'silent' })
+const say = (line: string) => process.stdout.write(`${line}\n`)
+const fmt = (n: number) => Math.round(n).toLocaleString('en-US')
+
+export interface StoreBenchOptions {
+  rows: number
+  devices: number
+}
+
+const DAY = 86_400_000
+
+/** Reading i of the synthetic fleet: devices round-robin, timestamps spread over the last day. */
+function reading(i: number, opts: StoreBenchOptions, start: number): Reading {
+  const device = i % opts.devices
+  const ms = start + Math.floor((i / opts.rows) * DAY)
+  return create(ReadingSchema, {
+    eventId: `b${device}:seq:${i}`,
+    deviceId: `bench-${device}`,
+    ts: timestampFromMs(ms),
+    sensors: { temp: 20 + (i % 17) / 3, humidity: 40 + (i % 11), vibration: (i % 7) / 100 },
+    meta: { site: `site-${device % 20}`, fw: '1.0.7' },
+    seq: BigInt(i),
+    receivedAt: timestampFromMs(ms + 20),
+  })
+}
+
+async function timeIt<T>(fn: () => Promise<T>): Promise<number> {
+  const t = process.hrtime.bigint()
+  await fn()
+  return Number(process.hrtime.bigint() - t) / 1e6
+}
+
+async function count(ch: ClickHouse, table: string): Promise<number> {
+  const r = await (
+    await ch.client.query({ query: `SELECT count() AS n FROM ${ch.table(table)}`, format: 'JSONEachRow' })
+  ).json<{ n: string }>()
+  return Number(r[0]?.n ?? 0)
+}
+
+/**
+ * `npm run bench -- store`: bare inserts into embedded ClickHouse, the writer from a pre-filled
+ * stream into the same schema, and the Query API's SQL on the result, in one run.
+ */
+export async function benchStore(opts: StoreBenchOptions): Promise<void> {
+  say(`store benchmark: ${fmt(opts.rows)} readings from ${fmt(opts.devices)} devices over one day`)
+  const dir = tempDir('bench-store')
+  const nats = await startNats()
+  const nc = await connectNats({ service: 'store', natsUrl: nats.url }, log)
+  await provisionBus(nc, log, { maxAgeMs: 7 * DAY })
+  const start = Date.now() - DAY
+  const common = { clickhouseUser: 'default', clickhousePassword: '', dataDir: dir.path }
+  const bare = await openClickHouse(
+    { ...common, clickhouseDatabase: 'bare', clickhouseUrl: process.env.VIGIL_CLICKHOUSE_URL },
+    log,
+  )
+  const ch = await openClickHouse(
+    { ...common, clickhouseDatabase: 'vigil', clickhouseUrl: process.env.VIGIL_CLICKHOUSE_URL },
+    log,
+  )
+  try {
+    await migrate(bare, MIGRATIONS, log)
+    await migrate(ch, MIGRATIONS, log)
+    const chunk = 20_000
+
+    say('1/3 bare inserts of 20,000 rows …')
+    let bareMs = 0
+    for (let at = 0; at < opts.rows; at += chunk) {
+      const rows: ReturnType<typeof telemetryRow>[] = []
+      for (let i = at; i < Math.min(opts.rows, at + chunk); i++)
+        rows.push(telemetryRow(reading(i, opts, start)))
+      bareMs += await timeIt(() =>
+        bare.client.insert({ table: bare.table('telemetry'), values: rows, format: 'JSONEachRow' }),
+      )
+    }
+    const barePerSec = opts.rows / (bareMs / 1000)
+
+    say('2/3 the writer, from a pre-filled TELEMETRY stream …')
+    const js = jetstream(nc)
+    const pending: Promise<unknown>[] = []
+    for (let at = 0, b = 0; at < opts.rows; at += 500, b++) {
+      const readings = []
+      for (let i = at; i < Math.min(opts.rows, at + 500); i++) readings.push(reading(i, opts, start))
+      pending.push(
+        js.publish(rawSubject(b % 16), encodeReadingBatch(`sb-${b}`, readings, 'bench'), {
+          msgID: `sb-${b}`,
+        }),
+      )
+      if (pending.length >= 200) await Promise.all(pending.splice(0))
+    }
+    await Promise.all(pending)
+    // Inferences for the anomaly list: every 20th reading, one in ten of them an ALERT.
+    for (let at = 0, b = 0; at < opts.rows; at += 20 * 500, b++) {
+      const inferences = []
+      for (let i = at; i < Math.min(opts.rows, at + 20 * 500); i += 20) {
+        const r = reading(i, opts, start)
+        const alert = i % 200 === 0
+        inferences.push(
+          create(InferenceSchema, {
+            eventId: r.eventId,
+            deviceId: r.deviceId,
+            ts: r.ts,
+            score: alert ? 0.9 : 0.1,
+            label: alert ? 'ALERT' : 'OK',
+            anomalies: alert ? [{ name: 'temp', severity: 'high' }] : [],
+            model: { name: 'fleet', version: 1 },
+            inferredAt: r.receivedAt,
+          }),
+        )
+      }
+      await js.publish(
+        `telemetry.inferred.${b % 16}`,
+        toBinary(InferenceBatchSchema, create(InferenceBatchSchema, { batchId: `si-${b}`, inferences })),
+        { msgID: `si-${b}` },
+      )
+    }
+    const stop = new AbortController()
+    const writerStart = process.hrtime.bigint()
+    const writing = runWriters({
+      js,
+      jsm: await jetstreamManager(nc),
+      insert: clickhouseInsert(ch),
+      log,
+      registry: new Registry(),
+      signal: stop.signal,
+    })
+    while ((await count(ch, 'telemetry')) < opts.rows) await new Promise((r) => setTimeout(r, 200))
+    const writerSeconds = Number(process.hrtime.bigint() - writerStart) / 1e9
+    const writerPerSec = opts.rows / writerSeconds
+    while ((await count(ch, 'inferences')) < Math.ceil(opts.rows / 20))
+      await new Promise((r) => setTimeout(r, 200))
+    stop.abort()
+    await writing
+
+    say('3/3 queries …')
+    const ctx: QueryContext = { config: { onlineWindowMs: 300_000 }, ch, nc, log }
+    const queries: [string, () => Promise<unknown>][] = [
+      [
+        'ListDevices (latest per device, first page)',
+        () => listDevices(ctx, create(ListDevicesRequestSchema, { pageSize: 100 })),
+      ],
+      [
+        'GetLatest (one device)',
+        () => getLatest(ctx, create(GetLatestRequestSchema, { deviceId: 'bench-42' })),
+      ],
+      [
+        'QueryRange (one device, one day, 15-minute buckets)',
+        () =>
+          queryRange(
+            ctx,
+            create(QueryRangeRequestSchema, {
+              deviceId: 'bench-42',
+              start: timestampFromMs(start),
+              end: timestampFromMs(start + DAY),
+              step: durationFromMs(15 * 60_000),
+            }),
+          ),
+      ],
+      [
+        'GetFleetSummary (one day)',
+        () => getFleetSummary(ctx, create(GetFleetSummaryRequestSchema, { window: durationFromMs(DAY) })),
+      ],
+      [
+        'ListAnomalies (one day, first page)',
+        () =>
+          listAnomalies(
+            ctx,
+            create(ListAnomaliesRequestSchema, { start: timestampFromMs(start), pageSize: 100 }),
+          ),
+      ],
+    ]
+    const latencies: [string, number, number][] = []
+    for (const [name, run] of queries) {
+      await run() // warm
+      const times: number[] = []
+      for (let i = 0; i < 15; i++) times.push(await timeIt(run))
+      times.sort((a, b) => a - b)
+      latencies.push([name, times[Math.floor(times.length / 2)]!, times[times.length - 1]!])
+    }
+
+    say('')
+    say('| measure | value |')
+    say('|---|---|')
+    say(`| bare insert (20,000-row inserts, same schema) | ${fmt(barePerSec)} rows/s |`)
+    say(`| writer from a pre-filled stream (ack after insert) | ${fmt(writerPerSec)} rows/s |`)
+    say(`| writer / bare | ${(writerPerSec / barePerSec).toFixed(2)} |`)
+    for (const [name, p50, max] of latencies)
+      say(`| ${name}, on ${fmt(opts.rows)} rows | p50 ${p50.toFixed(1)} ms (max ${max.toFixed(1)}) |`)
+  } finally {
+    await bare.close()
+    await ch.close()
+    await nc.drain()
+    await nats.stop()
+    dir.remove()
+  }
+}
