@@ -125,6 +125,30 @@ export const MIGRATIONS: Migration[] = [
       SETTINGS non_replicated_deduplication_window = 10000`,
     ],
   },
+  {
+    version: 6,
+    name: 'latest inference and reading count per device',
+    statements: [
+      `CREATE TABLE IF NOT EXISTS {db}.inference_latest (
+        device_id LowCardinality(String),
+        ts DateTime64(3, 'UTC'),
+        label LowCardinality(String),
+        score Float64
+      )
+      ENGINE = ReplacingMergeTree(ts)
+      ORDER BY device_id`,
+      `CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.inference_latest_mv TO {db}.inference_latest AS
+      SELECT device_id, ts, label, score FROM {db}.inferences`,
+      `CREATE TABLE IF NOT EXISTS {db}.device_counts (
+        device_id LowCardinality(String),
+        readings UInt64
+      )
+      ENGINE = SummingMergeTree
+      ORDER BY device_id`,
+      `CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.device_counts_mv TO {db}.device_counts AS
+      SELECT device_id, count() AS readings FROM {db}.telemetry GROUP BY device_id`,
+    ],
+  },
 ]
 
 /** Tables whose rows expire after the retention period, by their time column. */

@@ -49,10 +49,9 @@ export async function listDevices(ctx: QueryContext, req: ListDevicesRequest): P
      FROM (SELECT device_id, argMax(site, ts) AS site, argMax(firmware, ts) AS firmware, max(ts) AS last_seen
            FROM ${ctx.ch.table('device_latest')} GROUP BY device_id) AS l
      LEFT JOIN (SELECT device_id, argMax(label, ts) AS label, argMax(score, ts) AS score
-                FROM ${ctx.ch.table('inferences')} GROUP BY device_id) AS i ON i.device_id = l.device_id
-     LEFT JOIN (SELECT device_id, max(n) AS readings
-                FROM (SELECT device_id, sensor, sum(count) AS n FROM ${ctx.ch.table('telemetry_1m')} GROUP BY device_id, sensor)
-                GROUP BY device_id) AS c ON c.device_id = l.device_id
+                FROM ${ctx.ch.table('inference_latest')} GROUP BY device_id) AS i ON i.device_id = l.device_id
+     LEFT JOIN (SELECT device_id, sum(readings) AS readings
+                FROM ${ctx.ch.table('device_counts')} GROUP BY device_id) AS c ON c.device_id = l.device_id
      WHERE ({site:String} = '' OR l.site = {site:String})
        AND ({search:String} = '' OR positionCaseInsensitive(l.device_id, {search:String}) > 0)
        AND ({label:String} = '' OR label = {label:String})
