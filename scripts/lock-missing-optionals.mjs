@@ -21,10 +21,10 @@ for (const [key, entry] of Object.entries(packages)) {
       console.warn(`lock: ${name} (optional for ${key || 'root'}) is missing and not platform-specific`)
       continue
     }
-    const stub = { version, optional: true, os: [os], cpu: [cpu] }
-    if (os === 'linux' && tokens.includes('gnu')) stub.libc = ['glibc']
-    if (os === 'linux' && tokens.includes('musl')) stub.libc = ['musl']
-    packages[target] = stub
+    const entry = { version, optional: true, os: [os], cpu: [cpu] }
+    if (os === 'linux' && tokens.includes('gnu')) entry.libc = ['glibc']
+    if (os === 'linux' && tokens.includes('musl')) entry.libc = ['musl']
+    packages[target] = entry
     added++
   }
 }

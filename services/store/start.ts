@@ -1,0 +1,36 @@
+import { jetstreamManager } from '@nats-io/jetstream'
+import type { ClickHouse } from '../common/clickhouse.js'
+import type { JetStreamClient, NatsConnection } from '../common/nats.js'
+import type { ServiceKit } from '../common/service.js'
+import type { StoreConfig } from './config.js'
+import { clickhouseInsert, runWriters } from './consumers.js'
+import { applyRetention } from './retention.js'
+
+/**
+ * Starts the store's writers in this process (the store service, or the query service with
+ * embedded ClickHouse): retention first, then the consumers; at stop they finish the inserts in
+ * flight before NATS drains and ClickHouse closes.
+ */
+export async function startStoreWriters(
+  kit: ServiceKit<StoreConfig>,
+  ch: ClickHouse,
+  bus: { nc: NatsConnection; js: JetStreamClient },
+): Promise<void> {
+  const { config, log, metrics, lifecycle } = kit
+  await applyRetention(ch, config.retentionDays)
+  const stop = new AbortController()
+  const writing = runWriters({
+    js: bus.js,
+    jsm: await jetstreamManager(bus.nc),
+    insert: clickhouseInsert(ch),
+    log,
+    registry: metrics.registry,
+    signal: stop.signal,
+    maxRows: config.insertMaxRows,
+    lingerMs: config.insertLingerMs,
+  })
+  lifecycle.onStop('writers', async () => {
+    stop.abort()
+    await writing
+  })
+}
