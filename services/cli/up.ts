@@ -133,6 +133,7 @@ export async function up(argv: string[]): Promise<number> {
       state: clickhouseUrl ? 'configured (VIGIL_CLICKHOUSE_URL)' : 'opened by the store/query process',
     })
 
+    const starting: { row: Row; child: Supervised }[] = []
     for (const service of SERVICES) {
       if ('serverOnly' in service && service.serverOnly && !clickhouseUrl) {
         rows.push({ component: service.name, address: '-', state: 'runs inside query (embedded ClickHouse)' })
@@ -165,8 +166,20 @@ export async function up(argv: string[]): Promise<number> {
       )
       child.start()
       children.push(child)
-      rows.push({ component: service.name, address: `http://127.0.0.1:${service.port}`, state: 'started' })
+      const row = { component: service.name, address: `http://127.0.0.1:${service.port}`, state: 'starting' }
+      rows.push(row)
+      starting.push({ row, child })
     }
+    // One table, once every service answers /readyz (or is given up on).
+    if (starting.length > 0)
+      say(`waiting for ${starting.map((s) => s.row.component).join(', ')} to be ready …`)
+    await Promise.all(
+      starting.map(async ({ row, child }) => {
+        row.state = (await waitReady(`${row.address}/readyz`, 90_000))
+          ? 'ready'
+          : `not ready after 90 s (see ${child.logFile})`
+      }),
+    )
     if (flags.simulate > 0) {
       rows.push({ component: 'simulator', address: '-', state: 'not built yet (issue "The whole stack")' })
     }
@@ -205,6 +218,17 @@ function serviceEntry(name: string): string[] | undefined {
   return existsSync(join(repoRoot, 'services', name, 'main.ts'))
     ? entryOf(`services/${name}/main`)
     : undefined
+}
+
+/** Polls a readiness URL until it answers 200 or the time is up. */
+async function waitReady(url: string, timeoutMs: number): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs
+  while (Date.now() < deadline) {
+    const res = await fetch(url).catch(() => undefined)
+    if (res?.status === 200) return true
+    await new Promise((r) => setTimeout(r, 250))
+  }
+  return false
 }
 
 function parseFlags(argv: string[]): { simulate: number } {
