@@ -29,7 +29,7 @@ export async function listAnomalies(
     ctx,
     `SELECT device_id, event_id, toUnixTimestamp64Milli(ts) AS ts_ms, score, label, anomaly_names, anomaly_severities,
             explain_names, explain_contributions, spe, spe_limit, t2, t2_limit, model_name, model_version, features
-     FROM ${ctx.ch.table('inferences')} FINAL
+     FROM ${ctx.ch.table('anomalies')} FINAL
      WHERE ts >= fromUnixTimestamp64Milli({start:Int64}, 'UTC') AND ts < fromUnixTimestamp64Milli({end:Int64}, 'UTC')
        AND has({labels:Array(String)}, label)
        AND ({device:String} = '' OR device_id = {device:String})
