@@ -6,6 +6,7 @@ import type { Reading } from '../../gen/vigil/telemetry/v1/telemetry_pb.js'
 import { encodeReadingBatch } from './codec.js'
 import type { CommonConfig, EnvReader } from './config.js'
 import type { Logger } from './log.js'
+import { registeredOnce } from './metrics.js'
 import { partitionOf, rawSubject } from './nats.js'
 import type { ServiceKit } from './service.js'
 
@@ -167,52 +168,71 @@ export class ReadingBatcher {
   }
 }
 
-const shared = new WeakMap<Registry, ReturnType<typeof makeBusMetrics>>()
-
-/** The bus producer metrics, registered once per registry (bridge and ingest may share one). */
+/** The bus producer metrics (bridge and ingest may share one registry, and one series). */
 function busMetrics(registry: Registry) {
-  let metrics = shared.get(registry)
-  if (!metrics) {
-    metrics = makeBusMetrics(registry)
-    shared.set(registry, metrics)
-  }
-  return metrics
-}
-
-function makeBusMetrics(registry: Registry) {
   return {
-    batches: new Counter({
-      name: 'vigil_bus_batches_published_total',
-      help: 'ReadingBatch messages JetStream acknowledged.',
-      registers: [registry],
-    }),
-    readings: new Counter({
-      name: 'vigil_bus_readings_published_total',
-      help: 'Readings in acknowledged batches.',
-      registers: [registry],
-    }),
-    failures: new Counter({
-      name: 'vigil_bus_publish_failures_total',
-      help: 'Batch publish attempts that failed (and were retried or given up).',
-      registers: [registry],
-    }),
-    batchSize: new Histogram({
-      name: 'vigil_bus_batch_readings',
-      help: 'Readings per published batch.',
-      buckets: [1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500],
-      registers: [registry],
-    }),
-    publishSeconds: new Histogram({
-      name: 'vigil_bus_publish_seconds',
-      help: 'Time from publishing a batch to its JetStream acknowledgement.',
-      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5],
-      registers: [registry],
-    }),
-    pending: new Gauge({
-      name: 'vigil_bus_pending_readings',
-      help: 'Readings accepted but not yet acknowledged by JetStream.',
-      registers: [registry],
-    }),
+    batches: registeredOnce(
+      registry,
+      'vigil_bus_batches_published_total',
+      () =>
+        new Counter({
+          name: 'vigil_bus_batches_published_total',
+          help: 'ReadingBatch messages JetStream acknowledged.',
+          registers: [registry],
+        }),
+    ),
+    readings: registeredOnce(
+      registry,
+      'vigil_bus_readings_published_total',
+      () =>
+        new Counter({
+          name: 'vigil_bus_readings_published_total',
+          help: 'Readings in acknowledged batches.',
+          registers: [registry],
+        }),
+    ),
+    failures: registeredOnce(
+      registry,
+      'vigil_bus_publish_failures_total',
+      () =>
+        new Counter({
+          name: 'vigil_bus_publish_failures_total',
+          help: 'Batch publish attempts that failed (and were retried or given up).',
+          registers: [registry],
+        }),
+    ),
+    batchSize: registeredOnce(
+      registry,
+      'vigil_bus_batch_readings',
+      () =>
+        new Histogram({
+          name: 'vigil_bus_batch_readings',
+          help: 'Readings per published batch.',
+          buckets: [1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500],
+          registers: [registry],
+        }),
+    ),
+    publishSeconds: registeredOnce(
+      registry,
+      'vigil_bus_publish_seconds',
+      () =>
+        new Histogram({
+          name: 'vigil_bus_publish_seconds',
+          help: 'Time from publishing a batch to its JetStream acknowledgement.',
+          buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5],
+          registers: [registry],
+        }),
+    ),
+    pending: registeredOnce(
+      registry,
+      'vigil_bus_pending_readings',
+      () =>
+        new Gauge({
+          name: 'vigil_bus_pending_readings',
+          help: 'Readings accepted but not yet acknowledged by JetStream.',
+          registers: [registry],
+        }),
+    ),
   }
 }
 

@@ -1,5 +1,5 @@
 import type { Interceptor } from '@connectrpc/connect'
-import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client'
+import { Counter, collectDefaultMetrics, Gauge, Histogram, type Metric, Registry } from 'prom-client'
 import { codeName, wrapStreamEnd } from './rpc.js'
 
 /** The process's metrics registry, with Node's process metrics and Vigil's RPC metrics. */
@@ -60,4 +60,13 @@ export class Metrics {
       return { ...res, message: wrapStreamEnd(res.message, finish) }
     }
   }
+}
+
+/**
+ * The metric called `name` in `registry`, made by `make` the first time. Lets code that is built
+ * more than once per process (writers, batchers) share one time series instead of failing on a
+ * duplicate registration.
+ */
+export function registeredOnce<T extends Metric>(registry: Registry, name: string, make: () => T): T {
+  return (registry.getSingleMetric(name) as T | undefined) ?? make()
 }

@@ -4,6 +4,7 @@ import type { JetStreamClient } from '@nats-io/jetstream'
 import { Counter, type Registry } from 'prom-client'
 import { RejectedSchema, type RejectReason } from '../../gen/vigil/telemetry/v1/telemetry_pb.js'
 import type { Violation } from './errors.js'
+import { registeredOnce } from './metrics.js'
 import { rejectedSubject } from './nats.js'
 
 /** At most this much of a rejected payload is kept. */
@@ -41,13 +42,15 @@ export async function keepRejected(js: JetStreamClient, input: RejectedInput): P
 /** `vigil_rejected_total{reason, source}`: what was refused, by reason and by entry point. */
 export function rejectedCounter(registry: Registry): Counter<'reason' | 'source'> {
   const name = 'vigil_rejected_total'
-  return (
-    (registry.getSingleMetric(name) as Counter<'reason' | 'source'> | undefined) ??
-    new Counter({
-      name,
-      help: 'Payloads refused and kept on telemetry.rejected.<reason>, by reason and entry point (mqtt, rpc, consumer).',
-      labelNames: ['reason', 'source'],
-      registers: [registry],
-    })
+  return registeredOnce(
+    registry,
+    name,
+    () =>
+      new Counter({
+        name,
+        help: 'Payloads refused and kept on telemetry.rejected.<reason>, by reason and entry point (mqtt, rpc, consumer).',
+        labelNames: ['reason', 'source'],
+        registers: [registry],
+      }),
   )
 }

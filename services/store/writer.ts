@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto'
 import { Counter, Histogram, type Registry } from 'prom-client'
 import type { Logger } from '../common/log.js'
+import { registeredOnce } from '../common/metrics.js'
 
 /** Inserts rows into a table; resolves once ClickHouse has them. `token` makes a retry a no-op. */
 export type InsertRows = (table: string, rows: Record<string, unknown>[], token: string) => Promise<void>
@@ -43,7 +44,7 @@ export class TableWriter {
   constructor(private readonly opts: TableWriterOptions) {
     this.maxRows = opts.maxRows ?? 20_000
     this.lingerMs = opts.lingerMs ?? 250
-    this.inserted = metric(
+    this.inserted = registeredOnce(
       opts.registry,
       'vigil_store_rows_inserted_total',
       () =>
@@ -54,7 +55,7 @@ export class TableWriter {
           registers: [opts.registry],
         }),
     )
-    this.failures = metric(
+    this.failures = registeredOnce(
       opts.registry,
       'vigil_store_insert_failures_total',
       () =>
@@ -65,7 +66,7 @@ export class TableWriter {
           registers: [opts.registry],
         }),
     )
-    this.seconds = metric(
+    this.seconds = registeredOnce(
       opts.registry,
       'vigil_store_insert_seconds',
       () =>
@@ -125,8 +126,4 @@ export class TableWriter {
       },
     )
   }
-}
-
-function metric<T>(registry: Registry, name: string, make: () => T): T {
-  return (registry.getSingleMetric(name) as T | undefined) ?? make()
 }

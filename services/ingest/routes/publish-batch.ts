@@ -33,6 +33,7 @@ export async function publishBatch(
   const rejections: Rejection[] = []
   const duplicateIndexes: number[] = []
   const stored: Promise<void>[] = []
+  let accepted = 0
   for (const [index, reading] of req.readings.entries()) {
     const admission = admit(ctx, reading, 'PublishBatch', seen)
     if (admission.kind === 'refused') {
@@ -49,11 +50,14 @@ export async function publishBatch(
     }
     eventIds.push(admission.eventId)
     if (admission.kind === 'duplicate') duplicateIndexes.push(index)
-    else stored.push(admission.stored)
+    else {
+      accepted++
+      stored.push(admission.stored)
+    }
   }
   await Promise.all(stored).catch(storeFailed)
   return create(PublishBatchResponseSchema, {
-    accepted: eventIds.filter(Boolean).length - duplicateIndexes.length,
+    accepted,
     rejections,
     eventIds,
     duplicateIndexes,
