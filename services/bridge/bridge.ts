@@ -32,11 +32,12 @@ export interface BridgeDeps {
 export class Bridge {
   private readonly acks: InboundMessage[] = []
   private ackScheduled = false
+  private storedSinceFlush = 0
+  private rejectedSinceFlush = 0
   private held = 0
   private paused = false
   private readonly received: Counter<'result'>
   private readonly rejected: Counter<'reason' | 'source'>
-  private readonly heldGauge: Gauge
 
   constructor(private readonly deps: BridgeDeps) {
     this.received = new Counter({
@@ -46,10 +47,15 @@ export class Bridge {
       registers: [deps.registry],
     })
     this.rejected = rejectedCounter(deps.registry)
-    this.heldGauge = new Gauge({
+    const bridge = this
+    new Gauge({
       name: 'vigil_bridge_held_messages',
       help: 'MQTT messages received and not yet acknowledged (waiting for JetStream).',
       registers: [deps.registry],
+      // Read at scrape time: during an outage no acks flow, and a value set on each ack would be stale.
+      collect() {
+        this.set(bridge.held)
+      },
     })
   }
 
@@ -94,8 +100,7 @@ export class Bridge {
         this.release()
         return
       }
-      this.received.inc({ result: 'stored' })
-      this.ack(msg)
+      this.ack(msg, 'stored')
     })
   }
 
@@ -126,8 +131,7 @@ export class Bridge {
     msg.payload = NO_PAYLOAD
     kept.then(
       () => {
-        this.received.inc({ result: 'rejected' })
-        this.ack(msg)
+        this.ack(msg, 'rejected')
       },
       (err: Error) => {
         // Not kept, so not acknowledged: the broker redelivers after we reconnect.
@@ -155,8 +159,10 @@ export class Bridge {
     }
   }
 
-  private ack(msg: InboundMessage): void {
+  private ack(msg: InboundMessage, result: 'stored' | 'rejected'): void {
     this.acks.push(msg)
+    if (result === 'stored') this.storedSinceFlush++
+    else this.rejectedSinceFlush++
     this.release()
     if (!this.ackScheduled) {
       this.ackScheduled = true
@@ -168,7 +174,11 @@ export class Bridge {
     this.ackScheduled = false
     const batch = this.acks.splice(0, this.acks.length)
     this.deps.session.ackAll(batch)
-    this.heldGauge.set(this.held)
+    // Metrics once per flush, not once per message: label lookups cost more than the counting.
+    if (this.storedSinceFlush > 0) this.received.inc({ result: 'stored' }, this.storedSinceFlush)
+    if (this.rejectedSinceFlush > 0) this.received.inc({ result: 'rejected' }, this.rejectedSinceFlush)
+    this.storedSinceFlush = 0
+    this.rejectedSinceFlush = 0
   }
 
   get heldMessages(): number {

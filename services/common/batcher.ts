@@ -88,7 +88,6 @@ export class ReadingBatcher {
     part.readings.push(reading)
     part.callbacks.push(done)
     this.inFlight++
-    this.metrics.pending.set(this.inFlight)
     if (part.readings.length >= this.maxBatch) this.flushPartition(p)
     else part.timer ??= setTimeout(() => this.flushPartition(p), this.lingerMs)
   }
@@ -119,6 +118,7 @@ export class ReadingBatcher {
     const callbacks = part.callbacks
     part.readings = []
     part.callbacks = []
+    this.metrics.pending.set(this.inFlight)
     const batchId = `${this.opts.source}-${this.idPrefix}-${(this.counter++).toString(36)}`
     const data = encodeReadingBatch(batchId, readings, this.opts.source)
     const publishing = this.publish(rawSubject(p), batchId, data, readings.length).then(
