@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file vigil/inference/v1/inference.proto.
  */
 export const file_vigil_inference_v1_inference: GenFile = /*@__PURE__*/
-  fileDesc("CiJ2aWdpbC9pbmZlcmVuY2UvdjEvaW5mZXJlbmNlLnByb3RvEhJ2aWdpbC5pbmZlcmVuY2UudjEivgIKDEluZmVyUmVxdWVzdBIRCglkZXZpY2VfaWQYASABKAkSQAoIZmVhdHVyZXMYAiADKAsyLi52aWdpbC5pbmZlcmVuY2UudjEuSW5mZXJSZXF1ZXN0LkZlYXR1cmVzRW50cnkSPgoHY29udGV4dBgDIAMoCzItLnZpZ2lsLmluZmVyZW5jZS52MS5JbmZlclJlcXVlc3QuQ29udGV4dEVudHJ5EiYKAnRzGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIQCghldmVudF9pZBgFIAEoCRovCg1GZWF0dXJlc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoAToCOAEaLgoMQ29udGV4dEVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiiQIKDUluZmVyUmVzcG9uc2USEQoJZGV2aWNlX2lkGAEgASgJEiYKAnRzGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBINCgVzY29yZRgDIAEoARINCgVsYWJlbBgEIAEoCRIuCglhbm9tYWxpZXMYBSADKAsyGy52aWdpbC50ZWxlbWV0cnkudjEuQW5vbWFseRIwCgdleHBsYWluGAYgASgLMh8udmlnaWwudGVsZW1ldHJ5LnYxLkV4cGxhbmF0aW9uEisKBW1vZGVsGAcgASgLMhwudmlnaWwudGVsZW1ldHJ5LnYxLk1vZGVsUmVmEhAKCGV2ZW50X2lkGAggASgJIkcKEUluZmVyQmF0Y2hSZXF1ZXN0EjIKCHJlcXVlc3RzGAEgAygLMiAudmlnaWwuaW5mZXJlbmNlLnYxLkluZmVyUmVxdWVzdCJIChJJbmZlckJhdGNoUmVzcG9uc2USMgoHcmVzdWx0cxgBIAMoCzIhLnZpZ2lsLmluZmVyZW5jZS52MS5JbmZlclJlc3BvbnNlIvoDCgVNb2RlbBIpCgNyZWYYASABKAsyHC52aWdpbC50ZWxlbWV0cnkudjEuTW9kZWxSZWYSLQoFc2NvcGUYAiABKA4yHi52aWdpbC5pbmZlcmVuY2UudjEuTW9kZWxTY29wZRIRCglzY29wZV9rZXkYAyABKAkSEAoIZmVhdHVyZXMYBCADKAkSEgoKY29tcG9uZW50cxgFIAEoDRIRCglzcGVfbGltaXQYBiABKAESEAoIdDJfbGltaXQYByABKAESFQoNdHJhaW5pbmdfcm93cxgIIAEoBBIyCg50cmFpbmluZ19zdGFydBgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMAoMdHJhaW5pbmdfZW5kGAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBI3CgdtZXRyaWNzGAsgAygLMiYudmlnaWwuaW5mZXJlbmNlLnYxLk1vZGVsLk1ldHJpY3NFbnRyeRIPCgdhbGlhc2VzGAwgAygJEi4KCmNyZWF0ZWRfYXQYDSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKCnNpemVfYnl0ZXMYDiABKAQaLgoMTWV0cmljc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoAToCOAEiIQoRTGlzdE1vZGVsc1JlcXVlc3QSDAoEbmFtZRgBIAEoCSI/ChJMaXN0TW9kZWxzUmVzcG9uc2USKQoGbW9kZWxzGAEgAygLMhkudmlnaWwuaW5mZXJlbmNlLnYxLk1vZGVsIjAKD0dldE1vZGVsUmVxdWVzdBIMCgRuYW1lGAEgASgJEg8KB3ZlcnNpb24YAiABKA0iPAoQR2V0TW9kZWxSZXNwb25zZRIoCgVtb2RlbBgBIAEoCzIZLnZpZ2lsLmluZmVyZW5jZS52MS5Nb2RlbCJDChNQcm9tb3RlTW9kZWxSZXF1ZXN0EgwKBG5hbWUYASABKAkSDwoHdmVyc2lvbhgCIAEoDRINCgVhbGlhcxgDIAEoCSJaChRQcm9tb3RlTW9kZWxSZXNwb25zZRIoCgVtb2RlbBgBIAEoCzIZLnZpZ2lsLmluZmVyZW5jZS52MS5Nb2RlbBIYChBwcmV2aW91c192ZXJzaW9uGAIgASgNKm4KCk1vZGVsU2NvcGUSGwoXTU9ERUxfU0NPUEVfVU5TUEVDSUZJRUQQABIVChFNT0RFTF9TQ09QRV9GTEVFVBABEhQKEE1PREVMX1NDT1BFX1NJVEUQAhIWChJNT0RFTF9TQ09QRV9ERVZJQ0UQAzLUAwoQSW5mZXJlbmNlU2VydmljZRJMCgVJbmZlchIgLnZpZ2lsLmluZmVyZW5jZS52MS5JbmZlclJlcXVlc3QaIS52aWdpbC5pbmZlcmVuY2UudjEuSW5mZXJSZXNwb25zZRJbCgpJbmZlckJhdGNoEiUudmlnaWwuaW5mZXJlbmNlLnYxLkluZmVyQmF0Y2hSZXF1ZXN0GiYudmlnaWwuaW5mZXJlbmNlLnYxLkluZmVyQmF0Y2hSZXNwb25zZRJbCgpMaXN0TW9kZWxzEiUudmlnaWwuaW5mZXJlbmNlLnYxLkxpc3RNb2RlbHNSZXF1ZXN0GiYudmlnaWwuaW5mZXJlbmNlLnYxLkxpc3RNb2RlbHNSZXNwb25zZRJVCghHZXRNb2RlbBIjLnZpZ2lsLmluZmVyZW5jZS52MS5HZXRNb2RlbFJlcXVlc3QaJC52aWdpbC5pbmZlcmVuY2UudjEuR2V0TW9kZWxSZXNwb25zZRJhCgxQcm9tb3RlTW9kZWwSJy52aWdpbC5pbmZlcmVuY2UudjEuUHJvbW90ZU1vZGVsUmVxdWVzdBooLnZpZ2lsLmluZmVyZW5jZS52MS5Qcm9tb3RlTW9kZWxSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_timestamp, file_vigil_telemetry_v1_telemetry]);
+  fileDesc("CiJ2aWdpbC9pbmZlcmVuY2UvdjEvaW5mZXJlbmNlLnByb3RvEhJ2aWdpbC5pbmZlcmVuY2UudjEivgIKDEluZmVyUmVxdWVzdBIRCglkZXZpY2VfaWQYASABKAkSQAoIZmVhdHVyZXMYAiADKAsyLi52aWdpbC5pbmZlcmVuY2UudjEuSW5mZXJSZXF1ZXN0LkZlYXR1cmVzRW50cnkSPgoHY29udGV4dBgDIAMoCzItLnZpZ2lsLmluZmVyZW5jZS52MS5JbmZlclJlcXVlc3QuQ29udGV4dEVudHJ5EiYKAnRzGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIQCghldmVudF9pZBgFIAEoCRovCg1GZWF0dXJlc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoAToCOAEaLgoMQ29udGV4dEVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiiQIKDUluZmVyUmVzcG9uc2USEQoJZGV2aWNlX2lkGAEgASgJEiYKAnRzGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBINCgVzY29yZRgDIAEoARINCgVsYWJlbBgEIAEoCRIuCglhbm9tYWxpZXMYBSADKAsyGy52aWdpbC50ZWxlbWV0cnkudjEuQW5vbWFseRIwCgdleHBsYWluGAYgASgLMh8udmlnaWwudGVsZW1ldHJ5LnYxLkV4cGxhbmF0aW9uEisKBW1vZGVsGAcgASgLMhwudmlnaWwudGVsZW1ldHJ5LnYxLk1vZGVsUmVmEhAKCGV2ZW50X2lkGAggASgJIkcKEUluZmVyQmF0Y2hSZXF1ZXN0EjIKCHJlcXVlc3RzGAEgAygLMiAudmlnaWwuaW5mZXJlbmNlLnYxLkluZmVyUmVxdWVzdCJIChJJbmZlckJhdGNoUmVzcG9uc2USMgoHcmVzdWx0cxgBIAMoCzIhLnZpZ2lsLmluZmVyZW5jZS52MS5JbmZlclJlc3BvbnNlIp4ECgVNb2RlbBIpCgNyZWYYASABKAsyHC52aWdpbC50ZWxlbWV0cnkudjEuTW9kZWxSZWYSLQoFc2NvcGUYAiABKA4yHi52aWdpbC5pbmZlcmVuY2UudjEuTW9kZWxTY29wZRIRCglzY29wZV9rZXkYAyABKAkSEAoIZmVhdHVyZXMYBCADKAkSEgoKY29tcG9uZW50cxgFIAEoDRIRCglzcGVfbGltaXQYBiABKAESEAoIdDJfbGltaXQYByABKAESFQoNdHJhaW5pbmdfcm93cxgIIAEoBBIyCg50cmFpbmluZ19zdGFydBgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMAoMdHJhaW5pbmdfZW5kGAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBI3CgdtZXRyaWNzGAsgAygLMiYudmlnaWwuaW5mZXJlbmNlLnYxLk1vZGVsLk1ldHJpY3NFbnRyeRIPCgdhbGlhc2VzGAwgAygJEi4KCmNyZWF0ZWRfYXQYDSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKCnNpemVfYnl0ZXMYDiABKAQSDgoGc291cmNlGA8gASgJEhIKCmNvbmZpZGVuY2UYECABKAEaLgoMTWV0cmljc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoAToCOAEiIQoRTGlzdE1vZGVsc1JlcXVlc3QSDAoEbmFtZRgBIAEoCSJ3ChJMaXN0TW9kZWxzUmVzcG9uc2USKQoGbW9kZWxzGAEgAygLMhkudmlnaWwuaW5mZXJlbmNlLnYxLk1vZGVsEjYKCWJvb3RzdHJhcBgCIAEoCzIjLnZpZ2lsLmluZmVyZW5jZS52MS5Cb290c3RyYXBTdGF0dXMiWQoPQm9vdHN0cmFwU3RhdHVzEg0KBXN0YXRlGAEgASgJEhEKCXJvd3Nfc2VlbhgCIAEoDRITCgtyb3dzX25lZWRlZBgDIAEoDRIPCgdtZXNzYWdlGAQgASgJIjAKD0dldE1vZGVsUmVxdWVzdBIMCgRuYW1lGAEgASgJEg8KB3ZlcnNpb24YAiABKA0iPAoQR2V0TW9kZWxSZXNwb25zZRIoCgVtb2RlbBgBIAEoCzIZLnZpZ2lsLmluZmVyZW5jZS52MS5Nb2RlbCJDChNQcm9tb3RlTW9kZWxSZXF1ZXN0EgwKBG5hbWUYASABKAkSDwoHdmVyc2lvbhgCIAEoDRINCgVhbGlhcxgDIAEoCSIzChRSb2xsYmFja01vZGVsUmVxdWVzdBIMCgRuYW1lGAEgASgJEg0KBWFsaWFzGAIgASgJIloKFFByb21vdGVNb2RlbFJlc3BvbnNlEigKBW1vZGVsGAEgASgLMhkudmlnaWwuaW5mZXJlbmNlLnYxLk1vZGVsEhgKEHByZXZpb3VzX3ZlcnNpb24YAiABKA0iWwoVUm9sbGJhY2tNb2RlbFJlc3BvbnNlEigKBW1vZGVsGAEgASgLMhkudmlnaWwuaW5mZXJlbmNlLnYxLk1vZGVsEhgKEHByZXZpb3VzX3ZlcnNpb24YAiABKA0qbgoKTW9kZWxTY29wZRIbChdNT0RFTF9TQ09QRV9VTlNQRUNJRklFRBAAEhUKEU1PREVMX1NDT1BFX0ZMRUVUEAESFAoQTU9ERUxfU0NPUEVfU0lURRACEhYKEk1PREVMX1NDT1BFX0RFVklDRRADMroEChBJbmZlcmVuY2VTZXJ2aWNlEkwKBUluZmVyEiAudmlnaWwuaW5mZXJlbmNlLnYxLkluZmVyUmVxdWVzdBohLnZpZ2lsLmluZmVyZW5jZS52MS5JbmZlclJlc3BvbnNlElsKCkluZmVyQmF0Y2gSJS52aWdpbC5pbmZlcmVuY2UudjEuSW5mZXJCYXRjaFJlcXVlc3QaJi52aWdpbC5pbmZlcmVuY2UudjEuSW5mZXJCYXRjaFJlc3BvbnNlElsKCkxpc3RNb2RlbHMSJS52aWdpbC5pbmZlcmVuY2UudjEuTGlzdE1vZGVsc1JlcXVlc3QaJi52aWdpbC5pbmZlcmVuY2UudjEuTGlzdE1vZGVsc1Jlc3BvbnNlElUKCEdldE1vZGVsEiMudmlnaWwuaW5mZXJlbmNlLnYxLkdldE1vZGVsUmVxdWVzdBokLnZpZ2lsLmluZmVyZW5jZS52MS5HZXRNb2RlbFJlc3BvbnNlEmEKDFByb21vdGVNb2RlbBInLnZpZ2lsLmluZmVyZW5jZS52MS5Qcm9tb3RlTW9kZWxSZXF1ZXN0GigudmlnaWwuaW5mZXJlbmNlLnYxLlByb21vdGVNb2RlbFJlc3BvbnNlEmQKDVJvbGxiYWNrTW9kZWwSKC52aWdpbC5pbmZlcmVuY2UudjEuUm9sbGJhY2tNb2RlbFJlcXVlc3QaKS52aWdpbC5pbmZlcmVuY2UudjEuUm9sbGJhY2tNb2RlbFJlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_timestamp, file_vigil_telemetry_v1_telemetry]);
 
 /**
  * Infer's request; the seed's JSON `{"deviceId","features":{…},"context":{…}}` parses as it.
@@ -282,6 +282,20 @@ export type Model = Message<"vigil.inference.v1.Model"> & {
    * @generated from field: uint64 size_bytes = 14;
    */
   sizeBytes: bigint;
+
+  /**
+   * Where the training data came from: `bootstrap`, `clickhouse`, `file:<name>`.
+   *
+   * @generated from field: string source = 15;
+   */
+  source: string;
+
+  /**
+   * Confidence of the control limits (for example 0.999).
+   *
+   * @generated from field: double confidence = 16;
+   */
+  confidence: number;
 };
 
 /**
@@ -324,6 +338,13 @@ export type ListModelsResponse = Message<"vigil.inference.v1.ListModelsResponse"
    * @generated from field: repeated vigil.inference.v1.Model models = 1;
    */
   models: Model[];
+
+  /**
+   * The bootstrap fleet model, when none was trained yet.
+   *
+   * @generated from field: vigil.inference.v1.BootstrapStatus bootstrap = 2;
+   */
+  bootstrap?: BootstrapStatus | undefined;
 };
 
 /**
@@ -332,6 +353,49 @@ export type ListModelsResponse = Message<"vigil.inference.v1.ListModelsResponse"
  */
 export const ListModelsResponseSchema: GenMessage<ListModelsResponse> = /*@__PURE__*/
   messageDesc(file_vigil_inference_v1_inference, 6);
+
+/**
+ * Progress of the bootstrap model: trained from the first readings on the bus when no fleet model
+ * exists.
+ *
+ * @generated from message vigil.inference.v1.BootstrapStatus
+ */
+export type BootstrapStatus = Message<"vigil.inference.v1.BootstrapStatus"> & {
+  /**
+   * "waiting" (collecting readings), "training", "done" (a fleet model exists) or "off".
+   *
+   * @generated from field: string state = 1;
+   */
+  state: string;
+
+  /**
+   * Readings collected so far.
+   *
+   * @generated from field: uint32 rows_seen = 2;
+   */
+  rowsSeen: number;
+
+  /**
+   * Readings the bootstrap model is trained from.
+   *
+   * @generated from field: uint32 rows_needed = 3;
+   */
+  rowsNeeded: number;
+
+  /**
+   * A sentence for operators.
+   *
+   * @generated from field: string message = 4;
+   */
+  message: string;
+};
+
+/**
+ * Describes the message vigil.inference.v1.BootstrapStatus.
+ * Use `create(BootstrapStatusSchema)` to create a new message.
+ */
+export const BootstrapStatusSchema: GenMessage<BootstrapStatus> = /*@__PURE__*/
+  messageDesc(file_vigil_inference_v1_inference, 7);
 
 /**
  * GetModel's request.
@@ -359,7 +423,7 @@ export type GetModelRequest = Message<"vigil.inference.v1.GetModelRequest"> & {
  * Use `create(GetModelRequestSchema)` to create a new message.
  */
 export const GetModelRequestSchema: GenMessage<GetModelRequest> = /*@__PURE__*/
-  messageDesc(file_vigil_inference_v1_inference, 7);
+  messageDesc(file_vigil_inference_v1_inference, 8);
 
 /**
  * GetModel's answer.
@@ -380,7 +444,7 @@ export type GetModelResponse = Message<"vigil.inference.v1.GetModelResponse"> & 
  * Use `create(GetModelResponseSchema)` to create a new message.
  */
 export const GetModelResponseSchema: GenMessage<GetModelResponse> = /*@__PURE__*/
-  messageDesc(file_vigil_inference_v1_inference, 8);
+  messageDesc(file_vigil_inference_v1_inference, 9);
 
 /**
  * PromoteModel's request.
@@ -415,7 +479,35 @@ export type PromoteModelRequest = Message<"vigil.inference.v1.PromoteModelReques
  * Use `create(PromoteModelRequestSchema)` to create a new message.
  */
 export const PromoteModelRequestSchema: GenMessage<PromoteModelRequest> = /*@__PURE__*/
-  messageDesc(file_vigil_inference_v1_inference, 9);
+  messageDesc(file_vigil_inference_v1_inference, 10);
+
+/**
+ * RollbackModel's request.
+ *
+ * @generated from message vigil.inference.v1.RollbackModelRequest
+ */
+export type RollbackModelRequest = Message<"vigil.inference.v1.RollbackModelRequest"> & {
+  /**
+   * Model name.
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * `production` (default) or `canary`.
+   *
+   * @generated from field: string alias = 2;
+   */
+  alias: string;
+};
+
+/**
+ * Describes the message vigil.inference.v1.RollbackModelRequest.
+ * Use `create(RollbackModelRequestSchema)` to create a new message.
+ */
+export const RollbackModelRequestSchema: GenMessage<RollbackModelRequest> = /*@__PURE__*/
+  messageDesc(file_vigil_inference_v1_inference, 11);
 
 /**
  * PromoteModel's answer.
@@ -443,7 +535,35 @@ export type PromoteModelResponse = Message<"vigil.inference.v1.PromoteModelRespo
  * Use `create(PromoteModelResponseSchema)` to create a new message.
  */
 export const PromoteModelResponseSchema: GenMessage<PromoteModelResponse> = /*@__PURE__*/
-  messageDesc(file_vigil_inference_v1_inference, 10);
+  messageDesc(file_vigil_inference_v1_inference, 12);
+
+/**
+ * RollbackModel's answer.
+ *
+ * @generated from message vigil.inference.v1.RollbackModelResponse
+ */
+export type RollbackModelResponse = Message<"vigil.inference.v1.RollbackModelResponse"> & {
+  /**
+   * The model the alias points at now.
+   *
+   * @generated from field: vigil.inference.v1.Model model = 1;
+   */
+  model?: Model | undefined;
+
+  /**
+   * The version the alias pointed at before the rollback.
+   *
+   * @generated from field: uint32 previous_version = 2;
+   */
+  previousVersion: number;
+};
+
+/**
+ * Describes the message vigil.inference.v1.RollbackModelResponse.
+ * Use `create(RollbackModelResponseSchema)` to create a new message.
+ */
+export const RollbackModelResponseSchema: GenMessage<RollbackModelResponse> = /*@__PURE__*/
+  messageDesc(file_vigil_inference_v1_inference, 13);
 
 /**
  * Where a model applies.
@@ -543,6 +663,16 @@ export const InferenceService: GenService<{
     methodKind: "unary";
     input: typeof PromoteModelRequestSchema;
     output: typeof PromoteModelResponseSchema;
+  },
+  /**
+   * Points an alias back at the version it pointed at before its latest change.
+   *
+   * @generated from rpc vigil.inference.v1.InferenceService.RollbackModel
+   */
+  rollbackModel: {
+    methodKind: "unary";
+    input: typeof RollbackModelRequestSchema;
+    output: typeof RollbackModelResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_vigil_inference_v1_inference, 0);

@@ -261,7 +261,10 @@ export type Anomaly = Message<"vigil.telemetry.v1.Anomaly"> & {
   severity: string;
 
   /**
-   * The feature's share of the squared prediction error divided by its training level.
+   * The feature's error divided by its training level: the larger of its squared residual over the
+   * training quantile of that residual and its squared standardized value over the training
+   * quantile of that (see the model's `levels`). Named when at least 2; "low" below 6, "medium"
+   * below 25, "high" from 25.
    *
    * @generated from field: double ratio = 3;
    */
@@ -338,7 +341,9 @@ export type FeatureContribution = Message<"vigil.telemetry.v1.FeatureContributio
   name: string;
 
   /**
-   * Its contribution to the squared prediction error (standardized units).
+   * Its share (0..1, shares of all features sum to 1) of the combined index
+   * Q/Q_limit + T²/T²_limit, by reconstruction-based contribution: how much of the index goes
+   * away when this feature alone is corrected.
    *
    * @generated from field: double contribution = 2;
    */

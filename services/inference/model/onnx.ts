@@ -1,0 +1,205 @@
+// Writes a model as an ONNX file (ONNX Protobuf through onnx-buf on @bufbuild/protobuf) and reads
+// the spec back out of one. The graph, on a dynamic batch of rows x[batch, F] (double):
+//   z = (x - mean) / scale
+//   t = z · P                      scores on the kept components
+//   e = z - t · Pᵀ                 residual outside them
+//   spe_parts = e²,   spe = Σ spe_parts              (Q)
+//   w = t / λ,        t2 = Σ w ⊙ t                   (Hotelling's T²)
+//   t2_parts = z ⊙ (w · Pᵀ)                          (each feature's part of T²; sums to t2)
+//   r = max(spe / Q_limit, t2 / T²_limit),  score = r / (1 + r)   (0.5 at the limits)
+//   contributions = (e / Q_limit + w · Pᵀ / T²_limit)² / diag(M)      reconstruction-based
+//       contributions to the combined index, M = (I - PPᵀ)/Q_limit + PΛ⁻¹Pᵀ/T²_limit
+import { create, fromBinary, toBinary } from '@bufbuild/protobuf'
+import {
+  AttributeProto_AttributeType,
+  GraphProtoSchema,
+  type ModelProto,
+  ModelProtoSchema,
+  type NodeProto,
+  NodeProtoSchema,
+  type TensorProto,
+  TensorProto_DataType,
+  TensorProtoSchema,
+  type ValueInfoProto,
+  ValueInfoProtoSchema,
+} from 'onnx-buf'
+import { rbcDiagonal } from './reference.js'
+import { MODEL_FORMAT, type ModelSpec } from './spec.js'
+
+/** Names of the graph's input and outputs: the contract between the file and the runtime. */
+export const GRAPH = {
+  input: 'features',
+  outputs: ['score', 'spe', 't2', 'spe_parts', 't2_parts', 'contributions'] as const,
+  batch: 'batch',
+  metadataKey: 'vigil.model',
+  opset: 13,
+} as const
+
+const IR_VERSION = 8n // ONNX 1.10+, opset 13
+
+export function buildOnnx(spec: ModelSpec): Uint8Array {
+  const f = spec.features.length
+  const k = spec.eigenvalues.length
+  const p = spec.loadings.flat()
+  const pt: number[] = []
+  for (let c = 0; c < k; c++) for (let j = 0; j < f; j++) pt.push((spec.loadings[j] as number[])[c] as number)
+  const initializers = [
+    tensor('mean', [f], spec.mean),
+    tensor('scale', [f], spec.scale),
+    tensor('P', [f, k], p),
+    tensor('Pt', [k, f], pt),
+    tensor('inv_lambda', [k], spec.eigenvalues.map((l) => 1 / l)),
+    tensor('inv_spe_limit', [], [1 / spec.speLimit]),
+    tensor('inv_t2_limit', [], [1 / spec.t2Limit]),
+    tensor('one', [], [1]),
+    tensor('inv_rbc_diag', [f], rbcDiagonal(spec).map((d) => 1 / d)),
+    int64Tensor('axis1', [1], [1n]),
+  ]
+  const nodes = [
+    node('Sub', ['features', 'mean'], ['centered']),
+    node('Div', ['centered', 'scale'], ['z']),
+    node('MatMul', ['z', 'P'], ['t']),
+    node('MatMul', ['t', 'Pt'], ['recon']),
+    node('Sub', ['z', 'recon'], ['e']),
+    node('Mul', ['e', 'e'], ['spe_parts']),
+    node('ReduceSum', ['spe_parts', 'axis1'], ['spe'], 0),
+    node('Mul', ['t', 'inv_lambda'], ['w']),
+    node('Mul', ['w', 't'], ['t2_terms']),
+    node('ReduceSum', ['t2_terms', 'axis1'], ['t2'], 0),
+    node('MatMul', ['w', 'Pt'], ['w_back']),
+    node('Mul', ['z', 'w_back'], ['t2_parts']),
+    node('Mul', ['spe', 'inv_spe_limit'], ['spe_ratio']),
+    node('Mul', ['t2', 'inv_t2_limit'], ['t2_ratio']),
+    node('Max', ['spe_ratio', 't2_ratio'], ['ratio']),
+    node('Add', ['ratio', 'one'], ['ratio_plus_one']),
+    node('Div', ['ratio', 'ratio_plus_one'], ['score']),
+    node('Mul', ['e', 'inv_spe_limit'], ['e_scaled']),
+    node('Mul', ['w_back', 'inv_t2_limit'], ['w_back_scaled']),
+    node('Add', ['e_scaled', 'w_back_scaled'], ['m']),
+    node('Mul', ['m', 'm'], ['m_squared']),
+    node('Mul', ['m_squared', 'inv_rbc_diag'], ['contributions']),
+  ]
+  const model = create(ModelProtoSchema, {
+    irVersion: IR_VERSION,
+    producerName: 'vigil',
+    producerVersion: MODEL_FORMAT,
+    domain: 'io.vigil',
+    modelVersion: BigInt(spec.version),
+    docString: `PCA monitoring model ${spec.name} v${spec.version}: Hotelling T² and Q (SPE) with control limits`,
+    opsetImport: [{ domain: '', version: BigInt(GRAPH.opset) }],
+    graph: create(GraphProtoSchema, {
+      name: spec.name,
+      node: nodes,
+      initializer: initializers,
+      input: [valueInfo(GRAPH.input, [GRAPH.batch, f])],
+      output: [
+        valueInfo('score', [GRAPH.batch]),
+        valueInfo('spe', [GRAPH.batch]),
+        valueInfo('t2', [GRAPH.batch]),
+        valueInfo('spe_parts', [GRAPH.batch, f]),
+        valueInfo('t2_parts', [GRAPH.batch, f]),
+        valueInfo('contributions', [GRAPH.batch, f]),
+      ],
+    }),
+    metadataProps: [
+      { key: GRAPH.metadataKey, value: JSON.stringify(spec) },
+      { key: 'features', value: spec.features.join(',') },
+      { key: 'components', value: String(k) },
+      { key: 'spe_limit', value: String(spec.speLimit) },
+      { key: 't2_limit', value: String(spec.t2Limit) },
+      { key: 'training_rows', value: String(spec.training.rows) },
+      { key: 'training_window', value: `${spec.training.start}/${spec.training.end}` },
+    ],
+  })
+  return toBinary(ModelProtoSchema, model)
+}
+
+/** Raised for a file that is not a Vigil model (corrupt, another kind of ONNX, inconsistent). */
+export class InvalidModelError extends Error {
+  override name = 'InvalidModelError'
+}
+
+/** The spec inside an ONNX file, checked against the graph's declared input. */
+export function readSpec(bytes: Uint8Array): ModelSpec {
+  let model: ModelProto
+  try {
+    model = fromBinary(ModelProtoSchema, bytes)
+  } catch (err) {
+    throw new InvalidModelError(`not an ONNX file: ${(err as Error).message}`)
+  }
+  const raw = model.metadataProps.find((m) => m.key === GRAPH.metadataKey)?.value
+  if (!raw) throw new InvalidModelError(`the ONNX file has no "${GRAPH.metadataKey}" metadata: not a Vigil model`)
+  let spec: ModelSpec
+  try {
+    spec = JSON.parse(raw) as ModelSpec
+  } catch {
+    throw new InvalidModelError(`the "${GRAPH.metadataKey}" metadata is not JSON`)
+  }
+  if (spec.format !== MODEL_FORMAT)
+    throw new InvalidModelError(`model format "${spec.format}" is not supported (expected ${MODEL_FORMAT})`)
+  const input = model.graph?.input.find((i) => i.name === GRAPH.input)
+  const dims = input?.type?.value.case === 'tensorType' ? input.type.value.value.shape?.dim : undefined
+  const width = dims?.[1]?.value
+  if (!width || width.case !== 'dimValue' || Number(width.value) !== spec.features.length)
+    throw new InvalidModelError(
+      `the graph's input "${GRAPH.input}" does not take ${spec.features.length} features as its metadata says`,
+    )
+  return spec
+}
+
+/** The same file with another version written into it (the registry numbers models as it stores them). */
+export function withVersion(bytes: Uint8Array, version: number, name?: string): { bytes: Uint8Array; spec: ModelSpec } {
+  const model = fromBinary(ModelProtoSchema, bytes)
+  const spec = readSpec(bytes)
+  spec.version = version
+  if (name) spec.name = name
+  model.modelVersion = BigInt(version)
+  const entry = model.metadataProps.find((m) => m.key === GRAPH.metadataKey)
+  if (entry) entry.value = JSON.stringify(spec)
+  return { bytes: toBinary(ModelProtoSchema, model), spec }
+}
+
+function tensor(name: string, dims: number[], values: number[]): TensorProto {
+  return create(TensorProtoSchema, {
+    name,
+    dims: dims.map(BigInt),
+    dataType: TensorProto_DataType.DOUBLE,
+    doubleData: values,
+  })
+}
+
+function int64Tensor(name: string, dims: number[], values: bigint[]): TensorProto {
+  return create(TensorProtoSchema, { name, dims: dims.map(BigInt), dataType: TensorProto_DataType.INT64, int64Data: values })
+}
+
+function node(op: string, input: string[], output: string[], keepdims?: number): NodeProto {
+  return create(NodeProtoSchema, {
+    opType: op,
+    name: `${op}_${output[0]}`,
+    input,
+    output,
+    attribute:
+      keepdims === undefined ? [] : [{ name: 'keepdims', type: AttributeProto_AttributeType.INT, i: BigInt(keepdims) }],
+  })
+}
+
+function valueInfo(name: string, dims: (number | string)[]): ValueInfoProto {
+  return create(ValueInfoProtoSchema, {
+    name,
+    type: {
+      value: {
+        case: 'tensorType',
+        value: {
+          elemType: TensorProto_DataType.DOUBLE,
+          shape: {
+            dim: dims.map((d) =>
+              typeof d === 'number'
+                ? { value: { case: 'dimValue' as const, value: BigInt(d) } }
+                : { value: { case: 'dimParam' as const, value: d } },
+            ),
+          },
+        },
+      },
+    },
+  })
+}

@@ -1,0 +1,119 @@
+// What a trained model is: everything the ONNX graph computes with, plus what the service needs to
+// turn the graph's outputs into a label, named anomalies and an explanation. The spec travels inside
+// the ONNX file (metadata `vigil.model`), so a model file describes itself.
+
+export type ModelScopeName = 'fleet' | 'site' | 'device'
+
+export const MODEL_FORMAT = 'vigil.pca/1'
+
+export interface ModelSpec {
+  format: typeof MODEL_FORMAT
+  /** Registry name: `fleet`, `site-<site>` or `device-<id>` (see modelName). */
+  name: string
+  /** Registry version; 0 until the registry stores it. */
+  version: number
+  scope: ModelScopeName
+  /** The site or device id for site and device scopes; empty for the fleet. */
+  scopeKey: string
+  /** Feature order of the input tensor. */
+  features: string[]
+  /** Standardization: z = (x - mean) / scale. */
+  mean: number[]
+  scale: number[]
+  /** Features that were constant in training (their scale is a floor, not a standard deviation). */
+  constantFeatures: string[]
+  /** Principal directions kept: features × components, column c is component c. */
+  loadings: number[][]
+  /** Variance along each kept component (λ). */
+  eigenvalues: number[]
+  /** Variance along the discarded directions (they make the Q limit). */
+  residualEigenvalues: number[]
+  /** Control limits at `confidence`. */
+  speLimit: number
+  t2Limit: number
+  confidence: number
+  /** Per-feature training levels (the `levelQuantile` of squared residual and squared z). */
+  levels: { residual: number[]; z: number[]; quantile: number }
+  /** Score thresholds: WARN at or above `warn`, ALERT at or above `alert`. */
+  thresholds: { warn: number; alert: number }
+  training: { rows: number; trimmedRows: number; start: string; end: string; source: string }
+  metrics: Record<string, number>
+  createdAt: string
+}
+
+/** The graph's outputs for a batch of rows (row-major; F = features). */
+export interface ScoreOutputs {
+  score: Float64Array
+  spe: Float64Array
+  t2: Float64Array
+  /** rows × F: each feature's part of Q (squared residual). */
+  speParts: Float64Array
+  /** rows × F: each feature's part of T² (sums to T²; may be negative). */
+  t2Parts: Float64Array
+  /**
+   * rows × F: reconstruction-based contributions to the combined index Q/Q_limit + T²/T²_limit
+   * (how much of it goes away when the feature alone is corrected). They point at the feature that
+   * moved far more reliably than raw Q or T² parts, which smear onto correlated features.
+   */
+  contributions: Float64Array
+}
+
+export interface Interpretation {
+  score: number
+  label: 'OK' | 'WARN' | 'ALERT'
+  anomalies: { name: string; severity: 'low' | 'medium' | 'high'; ratio: number }[]
+  explain: {
+    shapTop: { name: string; contribution: number; value: number }[]
+    spe: number
+    speLimit: number
+    t2: number
+    t2Limit: number
+  }
+}
+
+/** How many features the explanation names. */
+export const EXPLAIN_TOP = 3
+
+/** The model name of a scope: `fleet`, `site-<key>`, `device-<key>` (key escaped for KV keys). */
+export function modelName(scope: ModelScopeName, key = ''): string {
+  if (scope === 'fleet') return 'fleet'
+  if (!key) throw new Error(`a ${scope} model needs a ${scope} id`)
+  return `${scope}-${key.replace(/[^A-Za-z0-9_-]/g, (c) => `=${c.charCodeAt(0).toString(16).padStart(2, '0')}`)}`
+}
+
+/** Turns one row of graph outputs into what the API answers. */
+export function interpret(spec: ModelSpec, out: ScoreOutputs, row: number, values: ArrayLike<number>): Interpretation {
+  const f = spec.features.length
+  const score = out.score[row] as number
+  const spe = out.spe[row] as number
+  const t2 = out.t2[row] as number
+  const label = score >= spec.thresholds.alert ? 'ALERT' : score >= spec.thresholds.warn ? 'WARN' : 'OK'
+  let total = 0
+  for (let j = 0; j < f; j++) total += out.contributions[row * f + j] as number
+  const contributions: { name: string; contribution: number; value: number }[] = []
+  const anomalies: Interpretation['anomalies'] = []
+  for (let j = 0; j < f; j++) {
+    const name = spec.features[j] as string
+    const part = out.contributions[row * f + j] as number
+    contributions.push({ name, contribution: total > 0 ? part / total : 0, value: values[j] as number })
+    if (label === 'OK') continue
+    const residual = out.speParts[row * f + j] as number
+    const z = (((values[j] as number) - (spec.mean[j] as number)) / (spec.scale[j] as number)) ** 2
+    const ratio = Math.max(residual / (spec.levels.residual[j] as number), z / (spec.levels.z[j] as number))
+    if (ratio >= ANOMALY_RATIO) anomalies.push({ name, severity: severityOf(ratio), ratio })
+  }
+  contributions.sort((a, b) => b.contribution - a.contribution)
+  anomalies.sort((a, b) => b.ratio - a.ratio)
+  return {
+    score,
+    label,
+    anomalies,
+    explain: { shapTop: contributions.slice(0, EXPLAIN_TOP), spe, speLimit: spec.speLimit, t2, t2Limit: spec.t2Limit },
+  }
+}
+
+/** A feature is named when its error is this many times its training level (squared units). */
+export const ANOMALY_RATIO = 2
+function severityOf(ratio: number): 'low' | 'medium' | 'high' {
+  return ratio >= 25 ? 'high' : ratio >= 6 ? 'medium' : 'low'
+}

@@ -1,0 +1,96 @@
+// One worker thread holding ONNX Runtime sessions (its `run` blocks the thread it runs on, so it
+// never runs on a service's event loop). Messages are handled one after another, in order: a
+// `release` posted after some `run`s is handled after them.
+import { parentPort, workerData } from 'node:worker_threads'
+import * as ort from 'onnxruntime-node'
+import { GRAPH } from '../model/onnx.js'
+import type { WorkerReply, WorkerRequest, WorkerSetup } from './protocol.js'
+
+const setup = workerData as WorkerSetup
+const sessions = new Map<string, ort.InferenceSession>()
+let provider: 'cpu' | 'cuda' = setup.provider
+let queue: Promise<void> = Promise.resolve()
+
+const port = parentPort
+if (!port) throw new Error('ort-worker runs as a worker thread')
+
+port.on('message', (msg: WorkerRequest) => {
+  queue = queue.then(() => handle(msg)).catch(() => undefined)
+})
+
+function reply(msg: WorkerReply, transfer: ArrayBuffer[] = []): void {
+  port?.postMessage(msg, transfer)
+}
+
+async function createSession(bytes: Uint8Array): Promise<ort.InferenceSession> {
+  const options: ort.InferenceSession.SessionOptions = {
+    intraOpNumThreads: 1,
+    interOpNumThreads: 1,
+    graphOptimizationLevel: 'all',
+    logSeverityLevel: 3,
+  }
+  if (provider === 'cuda') {
+    try {
+      return await ort.InferenceSession.create(bytes, { ...options, executionProviders: ['cuda', 'cpu'] })
+    } catch (err) {
+      // No CUDA here (the provider libraries are not installed, or no GPU): say so once, use the CPU.
+      provider = 'cpu'
+      reply({ type: 'provider', provider, reason: (err as Error).message })
+    }
+  }
+  return ort.InferenceSession.create(bytes, { ...options, executionProviders: ['cpu'] })
+}
+
+async function handle(msg: WorkerRequest): Promise<void> {
+  switch (msg.type) {
+    case 'load': {
+      try {
+        const session = await createSession(msg.bytes)
+        const missing = GRAPH.outputs.filter((o) => !session.outputNames.includes(o))
+        if (!session.inputNames.includes(GRAPH.input) || missing.length > 0) {
+          await session.release()
+          throw new Error(
+            `the graph must take "${GRAPH.input}" and give ${GRAPH.outputs.join(', ')}; ` +
+              `it takes ${session.inputNames.join(', ') || 'nothing'} and gives ${session.outputNames.join(', ')}`,
+          )
+        }
+        // A trial run on one row: a graph whose shapes or operators do not fit fails here, not on traffic.
+        await session.run({ [GRAPH.input]: new ort.Tensor('float64', new Float64Array(msg.features), [1, msg.features]) })
+        const old = sessions.get(msg.key)
+        sessions.set(msg.key, session)
+        if (old) await old.release()
+        reply({ type: 'loaded', id: msg.id, provider })
+      } catch (err) {
+        reply({ type: 'error', id: msg.id, message: (err as Error).message })
+      }
+      return
+    }
+    case 'run': {
+      const session = sessions.get(msg.key)
+      if (!session) {
+        reply({ type: 'error', id: msg.id, message: `model ${msg.key} is not loaded` })
+        return
+      }
+      try {
+        const result = await session.run({
+          [GRAPH.input]: new ort.Tensor('float64', msg.values, [msg.rows, msg.features]),
+        })
+        const outputs = GRAPH.outputs.map((name) => {
+          const data = result[name]?.data as Float64Array
+          // Hand over a buffer of our own (the tensor's may be shared with ONNX Runtime).
+          return data.byteOffset === 0 && data.byteLength === data.buffer.byteLength ? data : data.slice()
+        })
+        reply({ type: 'ran', id: msg.id, outputs }, outputs.map((o) => o.buffer as ArrayBuffer))
+      } catch (err) {
+        reply({ type: 'error', id: msg.id, message: (err as Error).message })
+      }
+      return
+    }
+    case 'release': {
+      const session = sessions.get(msg.key)
+      sessions.delete(msg.key)
+      await session?.release()
+      return
+    }
+  }
+}
