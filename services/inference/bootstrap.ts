@@ -92,7 +92,10 @@ export class Bootstrap {
           break
         } catch (err) {
           const why = (err as Error).message
-          log.error({ err: why }, err instanceof TrainingError ? 'bootstrap data cannot make a model' : 'bootstrap failed')
+          log.error(
+            { err: why },
+            err instanceof TrainingError ? 'bootstrap data cannot make a model' : 'bootstrap failed',
+          )
           this.state = 'waiting'
           this.opts.rows *= 2 // more data next time (for example when many readings lacked a feature)
           await this.unlock()

@@ -4,8 +4,8 @@ import { hostname } from 'node:os'
 import { connectBus } from '../common/bus.js'
 import { DEFAULT_PORTS } from '../common/config.js'
 import { runService } from '../common/service.js'
-import { startInference } from './start.js'
 import { readInferenceConfig } from './config.js'
+import { startInference } from './start.js'
 
 await runService({
   name: 'inference',

@@ -68,7 +68,13 @@ export class ActiveModels {
         loaded = { spec, key, alias }
       } catch (err) {
         this.log.error(
-          { model: name, version, alias, err: (err as Error).message, serving: current?.spec.version ?? null },
+          {
+            model: name,
+            version,
+            alias,
+            err: (err as Error).message,
+            serving: current?.spec.version ?? null,
+          },
           'model refused: it cannot be loaded; the previous version keeps serving',
         )
         return

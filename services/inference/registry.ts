@@ -47,7 +47,10 @@ export class ModelRegistry {
 
   static async open(nc: NatsConnection): Promise<ModelRegistry> {
     const js = jetstream(nc)
-    return new ModelRegistry(await new Objm(js).open(BUS.objectStore.models), await new Kvm(js).open(BUS.kv.modelAliases))
+    return new ModelRegistry(
+      await new Objm(js).open(BUS.objectStore.models),
+      await new Kvm(js).open(BUS.kv.modelAliases),
+    )
   }
 
   /** Stores a model file as the next version of its name; returns the spec as stored. */
@@ -112,7 +115,7 @@ export class ModelRegistry {
       const parsed = parseAliasKey(key)
       if (!parsed) continue
       const entry = await this.aliases.get(key)
-      if (!entry || entry.operation !== 'PUT') continue
+      if (entry?.operation !== 'PUT') continue
       const row = table.get(parsed.name) ?? {}
       row[parsed.alias] = Number(entry.string())
       table.set(parsed.name, row)

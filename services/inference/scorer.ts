@@ -1,6 +1,6 @@
 // Scores many items at once: picks each item's model, lays the features out in the model's order,
 // makes one pool request per model (the pool coalesces further) and interprets the outputs.
-import { interpret, type Interpretation } from './model/spec.js'
+import { type Interpretation, interpret } from './model/spec.js'
 import type { ActiveModels, LoadedModel } from './models.js'
 import type { ScoringPool } from './runtime/pool.js'
 
@@ -17,7 +17,11 @@ export type ScoreResult =
   /** No model applies (none trained yet). */
   | { kind: 'no-model' }
 
-export async function scoreItems(models: ActiveModels, pool: ScoringPool, items: ScoreItem[]): Promise<ScoreResult[]> {
+export async function scoreItems(
+  models: ActiveModels,
+  pool: ScoringPool,
+  items: ScoreItem[],
+): Promise<ScoreResult[]> {
   const results = new Array<ScoreResult>(items.length)
   const groups = new Map<string, { model: LoadedModel; indexes: number[] }>()
   items.forEach((item, i) => {

@@ -24,8 +24,8 @@ import {
   PoisonMessageError,
   runConsumer,
 } from '../common/nats.js'
-import type { Interpretation } from './model/spec.js'
 import type { InferenceMetrics } from './metrics.js'
+import type { Interpretation } from './model/spec.js'
 import type { ActiveModels, LoadedModel } from './models.js'
 import type { ScoringPool } from './runtime/pool.js'
 import { scoreItems } from './scorer.js'

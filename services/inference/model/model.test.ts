@@ -20,7 +20,10 @@ import { TrainingError, trainingSet, trainModel } from './train.js'
 
 function normalSet(device: SyntheticDevice, rows: number, rng: Rng) {
   return trainingSet(
-    Array.from({ length: rows }, (_, i) => ({ sensors: normalReading(device, rng), tsMs: 1_700_000_000_000 + i * 1000 })),
+    Array.from({ length: rows }, (_, i) => ({
+      sensors: normalReading(device, rng),
+      tsMs: 1_700_000_000_000 + i * 1000,
+    })),
     'test',
   )
 }
@@ -29,7 +32,12 @@ function matrix(spec: ModelSpec, rows: { sensors: Record<string, number> }[]): F
   return Float64Array.from(rows.flatMap((r) => spec.features.map((f) => r.sensors[f] as number)))
 }
 
-async function runOrt(bytes: Uint8Array, values: Float64Array, rows: number, f: number): Promise<ScoreOutputs> {
+async function runOrt(
+  bytes: Uint8Array,
+  values: Float64Array,
+  rows: number,
+  f: number,
+): Promise<ScoreOutputs> {
   const session = await ort.InferenceSession.create(bytes)
   try {
     const out = await session.run({ [GRAPH.input]: new ort.Tensor('float64', values, [rows, f]) })
@@ -86,7 +94,8 @@ describe('model: PCA with Hotelling T² and Q, as ONNX', () => {
     let worst = 0
     for (const key of ['score', 'spe', 't2', 'speParts', 't2Parts', 'contributions'] as const) {
       assert.equal(got[key].length, want[key].length, key)
-      for (let i = 0; i < want[key].length; i++) worst = Math.max(worst, Math.abs((got[key][i] as number) - (want[key][i] as number)))
+      for (let i = 0; i < want[key].length; i++)
+        worst = Math.max(worst, Math.abs((got[key][i] as number) - (want[key][i] as number)))
     }
     assert.ok(worst <= 1e-4, `largest difference ${worst}`)
     // The batch dimension is dynamic: one row works as well as a thousand.

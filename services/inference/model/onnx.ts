@@ -48,11 +48,19 @@ export function buildOnnx(spec: ModelSpec): Uint8Array {
     tensor('scale', [f], spec.scale),
     tensor('P', [f, k], p),
     tensor('Pt', [k, f], pt),
-    tensor('inv_lambda', [k], spec.eigenvalues.map((l) => 1 / l)),
+    tensor(
+      'inv_lambda',
+      [k],
+      spec.eigenvalues.map((l) => 1 / l),
+    ),
     tensor('inv_spe_limit', [], [1 / spec.speLimit]),
     tensor('inv_t2_limit', [], [1 / spec.t2Limit]),
     tensor('one', [], [1]),
-    tensor('inv_rbc_diag', [f], rbcDiagonal(spec).map((d) => 1 / d)),
+    tensor(
+      'inv_rbc_diag',
+      [f],
+      rbcDiagonal(spec).map((d) => 1 / d),
+    ),
     int64Tensor('axis1', [1], [1n]),
   ]
   const nodes = [
@@ -128,7 +136,8 @@ export function readSpec(bytes: Uint8Array): ModelSpec {
     throw new InvalidModelError(`not an ONNX file: ${(err as Error).message}`)
   }
   const raw = model.metadataProps.find((m) => m.key === GRAPH.metadataKey)?.value
-  if (!raw) throw new InvalidModelError(`the ONNX file has no "${GRAPH.metadataKey}" metadata: not a Vigil model`)
+  if (!raw)
+    throw new InvalidModelError(`the ONNX file has no "${GRAPH.metadataKey}" metadata: not a Vigil model`)
   let spec: ModelSpec
   try {
     spec = JSON.parse(raw) as ModelSpec
@@ -140,7 +149,7 @@ export function readSpec(bytes: Uint8Array): ModelSpec {
   const input = model.graph?.input.find((i) => i.name === GRAPH.input)
   const dims = input?.type?.value.case === 'tensorType' ? input.type.value.value.shape?.dim : undefined
   const width = dims?.[1]?.value
-  if (!width || width.case !== 'dimValue' || Number(width.value) !== spec.features.length)
+  if (width?.case !== 'dimValue' || Number(width.value) !== spec.features.length)
     throw new InvalidModelError(
       `the graph's input "${GRAPH.input}" does not take ${spec.features.length} features as its metadata says`,
     )
@@ -148,7 +157,11 @@ export function readSpec(bytes: Uint8Array): ModelSpec {
 }
 
 /** The same file with another version written into it (the registry numbers models as it stores them). */
-export function withVersion(bytes: Uint8Array, version: number, name?: string): { bytes: Uint8Array; spec: ModelSpec } {
+export function withVersion(
+  bytes: Uint8Array,
+  version: number,
+  name?: string,
+): { bytes: Uint8Array; spec: ModelSpec } {
   const model = fromBinary(ModelProtoSchema, bytes)
   const spec = readSpec(bytes)
   spec.version = version
@@ -169,7 +182,12 @@ function tensor(name: string, dims: number[], values: number[]): TensorProto {
 }
 
 function int64Tensor(name: string, dims: number[], values: bigint[]): TensorProto {
-  return create(TensorProtoSchema, { name, dims: dims.map(BigInt), dataType: TensorProto_DataType.INT64, int64Data: values })
+  return create(TensorProtoSchema, {
+    name,
+    dims: dims.map(BigInt),
+    dataType: TensorProto_DataType.INT64,
+    int64Data: values,
+  })
 }
 
 function node(op: string, input: string[], output: string[], keepdims?: number): NodeProto {
@@ -179,7 +197,9 @@ function node(op: string, input: string[], output: string[], keepdims?: number):
     input,
     output,
     attribute:
-      keepdims === undefined ? [] : [{ name: 'keepdims', type: AttributeProto_AttributeType.INT, i: BigInt(keepdims) }],
+      keepdims === undefined
+        ? []
+        : [{ name: 'keepdims', type: AttributeProto_AttributeType.INT, i: BigInt(keepdims) }],
   })
 }
 

@@ -21,7 +21,8 @@ export function scoreReference(
   const z = new Float64Array(f)
   const t = new Float64Array(k)
   for (let i = 0; i < rows; i++) {
-    for (let j = 0; j < f; j++) z[j] = ((values[i * f + j] as number) - (spec.mean[j] as number)) / (spec.scale[j] as number)
+    for (let j = 0; j < f; j++)
+      z[j] = ((values[i * f + j] as number) - (spec.mean[j] as number)) / (spec.scale[j] as number)
     let t2 = 0
     for (let c = 0; c < k; c++) {
       let s = 0
@@ -57,7 +58,9 @@ export function scoreReference(
  * The diagonal of the combined index's matrix, M = (I - PPᵀ)/Q_limit + PΛ⁻¹Pᵀ/T²_limit: what a
  * feature's reconstruction-based contribution (Alcala and Qin) is divided by.
  */
-export function rbcDiagonal(spec: Pick<ModelSpec, 'loadings' | 'eigenvalues' | 'speLimit' | 't2Limit'>): number[] {
+export function rbcDiagonal(
+  spec: Pick<ModelSpec, 'loadings' | 'eigenvalues' | 'speLimit' | 't2Limit'>,
+): number[] {
   return spec.loadings.map((row) => {
     let kept = 0
     let weighted = 0

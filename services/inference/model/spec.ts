@@ -82,7 +82,12 @@ export function modelName(scope: ModelScopeName, key = ''): string {
 }
 
 /** Turns one row of graph outputs into what the API answers. */
-export function interpret(spec: ModelSpec, out: ScoreOutputs, row: number, values: ArrayLike<number>): Interpretation {
+export function interpret(
+  spec: ModelSpec,
+  out: ScoreOutputs,
+  row: number,
+  values: ArrayLike<number>,
+): Interpretation {
   const f = spec.features.length
   const score = out.score[row] as number
   const spe = out.spe[row] as number
@@ -108,7 +113,13 @@ export function interpret(spec: ModelSpec, out: ScoreOutputs, row: number, value
     score,
     label,
     anomalies,
-    explain: { shapTop: contributions.slice(0, EXPLAIN_TOP), spe, speLimit: spec.speLimit, t2, t2Limit: spec.t2Limit },
+    explain: {
+      shapTop: contributions.slice(0, EXPLAIN_TOP),
+      spe,
+      speLimit: spec.speLimit,
+      t2,
+      t2Limit: spec.t2Limit,
+    },
   }
 }
 

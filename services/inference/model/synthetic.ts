@@ -91,7 +91,12 @@ export interface SyntheticRow {
   ambiguous?: boolean
 }
 
-function compose(device: SyntheticDevice, load: number, ambient: number, rng: Rng): Record<SensorName, number> {
+function compose(
+  device: SyntheticDevice,
+  load: number,
+  ambient: number,
+  rng: Rng,
+): Record<SensorName, number> {
   const out = {} as Record<SensorName, number>
   for (const s of SENSORS) {
     const m = MODEL[s]
@@ -106,7 +111,12 @@ export function normalReading(device: SyntheticDevice, rng: Rng): Record<SensorN
 }
 
 /** One reading with an anomaly of the given kind. */
-export function anomalousReading(device: SyntheticDevice, kind: AnomalyKind, rng: Rng, strength = 1): SyntheticRow {
+export function anomalousReading(
+  device: SyntheticDevice,
+  kind: AnomalyKind,
+  rng: Rng,
+  strength = 1,
+): SyntheticRow {
   if (kind === 'correlated_shift') {
     // The load far outside its normal range: every load sensor moves, consistently with the others.
     const sensors = compose(device, rng.sign() * rng.between(6, 8) * strength, rng.normal(), rng)
@@ -132,7 +142,12 @@ export function anomalousReading(device: SyntheticDevice, kind: AnomalyKind, rng
  * A device's stream of rows: normal ones with anomalies injected at `rate` (kinds in turn). A drift
  * ramps over several rows; its rows below 4σ are marked ambiguous, the rest labelled.
  */
-export function syntheticStream(device: SyntheticDevice, rows: number, rate: number, rng: Rng): SyntheticRow[] {
+export function syntheticStream(
+  device: SyntheticDevice,
+  rows: number,
+  rate: number,
+  rng: Rng,
+): SyntheticRow[] {
   const out: SyntheticRow[] = []
   let kindIndex = Math.floor(rng.next() * ANOMALY_KINDS.length)
   while (out.length < rows) {

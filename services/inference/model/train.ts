@@ -47,7 +47,8 @@ export class TrainingError extends Error {
 /** Sensors present in at least `presence` of the readings, sorted by name. */
 export function chooseFeatures(readings: { sensors: Record<string, number> }[], presence = 0.9): string[] {
   const counts = new Map<string, number>()
-  for (const r of readings) for (const name of Object.keys(r.sensors)) counts.set(name, (counts.get(name) ?? 0) + 1)
+  for (const r of readings)
+    for (const name of Object.keys(r.sensors)) counts.set(name, (counts.get(name) ?? 0) + 1)
   return [...counts]
     .filter(([, n]) => n >= presence * readings.length)
     .map(([name]) => name)
@@ -78,7 +79,10 @@ export function trainingSet(
 export function trainModel(set: TrainingSet, opts: TrainOptions): ModelSpec {
   const f = set.features.length
   const minRows = Math.max(opts.minRows ?? 50, 2 * f + 2)
-  if (f < 2) throw new TrainingError(`a model needs at least 2 features; the data has ${f} (${set.features.join(', ')})`)
+  if (f < 2)
+    throw new TrainingError(
+      `a model needs at least 2 features; the data has ${f} (${set.features.join(', ')})`,
+    )
   if (set.rows < minRows)
     throw new TrainingError(`a model needs at least ${minRows} complete rows; the data has ${set.rows}`)
   const confidence = opts.confidence ?? 0.999
@@ -92,7 +96,9 @@ export function trainModel(set: TrainingSet, opts: TrainOptions): ModelSpec {
     const out = scoreReference(trial, values, rows)
     const budget = Math.floor(set.rows * 0.05) - trimmed
     const worst = Array.from(out.score.keys())
-      .filter((i) => (out.spe[i] as number) > 1.5 * trial.speLimit || (out.t2[i] as number) > 1.5 * trial.t2Limit)
+      .filter(
+        (i) => (out.spe[i] as number) > 1.5 * trial.speLimit || (out.t2[i] as number) > 1.5 * trial.t2Limit,
+      )
       .sort((a, b) => (out.score[b] as number) - (out.score[a] as number))
       .slice(0, Math.max(0, budget))
     if (worst.length === 0) break
@@ -125,9 +131,11 @@ function fit(
   const f = set.features.length
   const mean = new Array<number>(f).fill(0)
   const scale = new Array<number>(f).fill(0)
-  for (let i = 0; i < n; i++) for (let j = 0; j < f; j++) mean[j] = (mean[j] as number) + (values[i * f + j] as number) / n
   for (let i = 0; i < n; i++)
-    for (let j = 0; j < f; j++) scale[j] = (scale[j] as number) + ((values[i * f + j] as number) - (mean[j] as number)) ** 2
+    for (let j = 0; j < f; j++) mean[j] = (mean[j] as number) + (values[i * f + j] as number) / n
+  for (let i = 0; i < n; i++)
+    for (let j = 0; j < f; j++)
+      scale[j] = (scale[j] as number) + ((values[i * f + j] as number) - (mean[j] as number)) ** 2
   const constantFeatures: string[] = []
   for (let j = 0; j < f; j++) {
     const sd = Math.sqrt((scale[j] as number) / (n - 1))
@@ -142,7 +150,8 @@ function fit(
   const z: number[][] = []
   for (let i = 0; i < n; i++) {
     const row = new Array<number>(f)
-    for (let j = 0; j < f; j++) row[j] = ((values[i * f + j] as number) - (mean[j] as number)) / (scale[j] as number)
+    for (let j = 0; j < f; j++)
+      row[j] = ((values[i * f + j] as number) - (mean[j] as number)) / (scale[j] as number)
     z.push(row)
   }
   const pca = new PCA(z, { center: false, scale: false })

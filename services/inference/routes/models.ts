@@ -19,9 +19,9 @@ import {
   RollbackModelResponseSchema,
 } from '../../../gen/vigil/inference/v1/inference_pb.js'
 import { invalidArgument, type Violation } from '../../common/errors.js'
+import type { InferenceContext } from '../context.js'
 import { InvalidModelError } from '../model/onnx.js'
 import type { ModelScopeName } from '../model/spec.js'
-import type { InferenceContext } from '../context.js'
 import { ALIASES, type Alias, isAlias, type StoredModel } from '../registry.js'
 
 const SCOPES: Record<ModelScopeName, ModelScope> = {
@@ -54,13 +54,16 @@ function modelMessage(stored: StoredModel, aliases: Partial<Record<Alias, number
 }
 
 function checkName(name: string, violations: Violation[]): void {
-  if (!name) violations.push({ field: 'name', description: 'is required (for example "fleet" or "device-abc")' })
-  else if (!NAME.test(name)) violations.push({ field: 'name', description: 'is not a model name (letters, digits, _ - =)' })
+  if (!name)
+    violations.push({ field: 'name', description: 'is required (for example "fleet" or "device-abc")' })
+  else if (!NAME.test(name))
+    violations.push({ field: 'name', description: 'is not a model name (letters, digits, _ - =)' })
 }
 
 function aliasOf(value: string, violations: Violation[]): Alias {
   const alias = value || 'production'
-  if (!isAlias(alias)) violations.push({ field: 'alias', description: `must be one of ${ALIASES.join(', ')}` })
+  if (!isAlias(alias))
+    violations.push({ field: 'alias', description: `must be one of ${ALIASES.join(', ')}` })
   return alias as Alias
 }
 
@@ -76,7 +79,10 @@ export async function listModels(ctx: InferenceContext, req: ListModelsRequest):
     checkName(req.name, violations)
     if (violations.length > 0) throw invalidArgument('ListModelsRequest', violations)
   }
-  const [models, aliases] = await Promise.all([ctx.registry.list(req.name || undefined), ctx.registry.aliasTable()])
+  const [models, aliases] = await Promise.all([
+    ctx.registry.list(req.name || undefined),
+    ctx.registry.aliasTable(),
+  ])
   const b = ctx.bootstrap
   return create(ListModelsResponseSchema, {
     models: models.map((m) => modelMessage(m, aliases.get(m.spec.name))),
@@ -106,7 +112,10 @@ async function pointAlias(ctx: InferenceContext, name: string, alias: Alias, ver
   } catch (err) {
     if (err instanceof InvalidModelError) {
       ctx.metrics.refused.inc()
-      throw new ConnectError(`model ${name} v${version} cannot serve: ${err.message}`, Code.FailedPrecondition)
+      throw new ConnectError(
+        `model ${name} v${version} cannot serve: ${err.message}`,
+        Code.FailedPrecondition,
+      )
     }
     throw err
   }
@@ -114,10 +123,16 @@ async function pointAlias(ctx: InferenceContext, name: string, alias: Alias, ver
   // Apply here at once (the alias watch would too, a moment later): the answer means "serving".
   await ctx.models.apply({ name, alias, version })
   ctx.log.info({ model: name, alias, version, previous }, 'alias moved')
-  return { model: modelMessage(stored, (await ctx.registry.aliasTable()).get(name)), previousVersion: previous }
+  return {
+    model: modelMessage(stored, (await ctx.registry.aliasTable()).get(name)),
+    previousVersion: previous,
+  }
 }
 
-export async function promoteModel(ctx: InferenceContext, req: PromoteModelRequest): Promise<PromoteModelResponse> {
+export async function promoteModel(
+  ctx: InferenceContext,
+  req: PromoteModelRequest,
+): Promise<PromoteModelResponse> {
   const violations: Violation[] = []
   checkName(req.name, violations)
   if (req.version === 0) violations.push({ field: 'version', description: 'is required (1 or more)' })
@@ -126,13 +141,19 @@ export async function promoteModel(ctx: InferenceContext, req: PromoteModelReque
   return create(PromoteModelResponseSchema, await pointAlias(ctx, req.name, alias, req.version))
 }
 
-export async function rollbackModel(ctx: InferenceContext, req: RollbackModelRequest): Promise<RollbackModelResponse> {
+export async function rollbackModel(
+  ctx: InferenceContext,
+  req: RollbackModelRequest,
+): Promise<RollbackModelResponse> {
   const violations: Violation[] = []
   checkName(req.name, violations)
   const alias = aliasOf(req.alias, violations)
   if (violations.length > 0) throw invalidArgument('RollbackModelRequest', violations)
   const previous = await ctx.registry.previousAlias(req.name, alias)
   if (previous === undefined)
-    throw new ConnectError(`${req.name}'s ${alias} alias never pointed at another version`, Code.FailedPrecondition)
+    throw new ConnectError(
+      `${req.name}'s ${alias} alias never pointed at another version`,
+      Code.FailedPrecondition,
+    )
   return create(RollbackModelResponseSchema, await pointAlias(ctx, req.name, alias, previous))
 }

@@ -55,7 +55,9 @@ async function handle(msg: WorkerRequest): Promise<void> {
           )
         }
         // A trial run on one row: a graph whose shapes or operators do not fit fails here, not on traffic.
-        await session.run({ [GRAPH.input]: new ort.Tensor('float64', new Float64Array(msg.features), [1, msg.features]) })
+        await session.run({
+          [GRAPH.input]: new ort.Tensor('float64', new Float64Array(msg.features), [1, msg.features]),
+        })
         const old = sessions.get(msg.key)
         sessions.set(msg.key, session)
         if (old) await old.release()
@@ -80,7 +82,10 @@ async function handle(msg: WorkerRequest): Promise<void> {
           // Hand over a buffer of our own (the tensor's may be shared with ONNX Runtime).
           return data.byteOffset === 0 && data.byteLength === data.buffer.byteLength ? data : data.slice()
         })
-        reply({ type: 'ran', id: msg.id, outputs }, outputs.map((o) => o.buffer as ArrayBuffer))
+        reply(
+          { type: 'ran', id: msg.id, outputs },
+          outputs.map((o) => o.buffer as ArrayBuffer),
+        )
       } catch (err) {
         reply({ type: 'error', id: msg.id, message: (err as Error).message })
       }

@@ -32,7 +32,9 @@ interface Slot {
 }
 
 const here = import.meta.url
-const WORKER_URL = here.endsWith('.ts') ? new URL('./ort-worker-dev.mjs', here) : new URL('./ort-worker.js', here)
+const WORKER_URL = here.endsWith('.ts')
+  ? new URL('./ort-worker-dev.mjs', here)
+  : new URL('./ort-worker.js', here)
 
 export class ScoringPool {
   private readonly slots: Slot[] = []
@@ -77,7 +79,8 @@ export class ScoringPool {
       const index = this.slots.indexOf(slot)
       const fresh = this.spawn()
       if (index >= 0) this.slots[index] = fresh
-      for (const [key, m] of this.models) void this.request(fresh, { type: 'load', id: 0, key, bytes: m.bytes, features: m.features })
+      for (const [key, m] of this.models)
+        void this.request(fresh, { type: 'load', id: 0, key, bytes: m.bytes, features: m.features })
     })
     worker.unref()
     return slot
@@ -98,7 +101,9 @@ export class ScoringPool {
    */
   async load(key: string, bytes: Uint8Array, features: number): Promise<void> {
     const replies = await Promise.all(
-      this.slots.map((slot) => this.request(slot, { type: 'load', id: 0, key, bytes: bytes.slice(), features })),
+      this.slots.map((slot) =>
+        this.request(slot, { type: 'load', id: 0, key, bytes: bytes.slice(), features }),
+      ),
     )
     const failed = replies.find((r) => r.type === 'error')
     if (failed && failed.type === 'error') {
@@ -153,7 +158,10 @@ export class ScoringPool {
       while (queue.parts.length > 0 && this.capacity()) {
         const batch: Part[] = []
         let rows = 0
-        while (queue.parts.length > 0 && (batch.length === 0 || rows + (queue.parts[0] as Part).rows <= max)) {
+        while (
+          queue.parts.length > 0 &&
+          (batch.length === 0 || rows + (queue.parts[0] as Part).rows <= max)
+        ) {
           const part = queue.parts.shift() as Part
           batch.push(part)
           rows += part.rows
@@ -183,11 +191,9 @@ export class ScoringPool {
     this.inFlight++
     const started = process.hrtime.bigint()
     try {
-      const reply = await this.request(
-        slot,
-        { type: 'run', id: 0, key, values, rows, features },
-        [values.buffer as ArrayBuffer],
-      )
+      const reply = await this.request(slot, { type: 'run', id: 0, key, values, rows, features }, [
+        values.buffer as ArrayBuffer,
+      ])
       if (reply.type !== 'ran') throw new Error(reply.type === 'error' ? reply.message : 'unexpected reply')
       this.opts.onRun?.(rows, Number(process.hrtime.bigint() - started) / 1e9)
       const [score, spe, t2, speParts, t2Parts, contributions] = reply.outputs as Float64Array[]
@@ -220,7 +226,8 @@ export class ScoringPool {
 
   async close(): Promise<void> {
     this.closed = true
-    for (const [, queue] of this.queues) for (const p of queue.parts) p.reject(new Error('the scoring pool is closed'))
+    for (const [, queue] of this.queues)
+      for (const p of queue.parts) p.reject(new Error('the scoring pool is closed'))
     this.queues.clear()
     await Promise.all(this.slots.map((s) => s.worker.terminate()))
   }
