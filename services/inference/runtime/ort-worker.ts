@@ -7,6 +7,9 @@ import { GRAPH } from '../model/onnx.js'
 import type { WorkerReply, WorkerRequest, WorkerSetup } from './protocol.js'
 
 const setup = workerData as WorkerSetup
+// ONNX Runtime's own logger writes plain text to stderr; its errors reach the service's JSON log
+// through the replies instead.
+ort.env.logLevel = 'fatal'
 const sessions = new Map<string, ort.InferenceSession>()
 let provider: 'cpu' | 'cuda' = setup.provider
 let queue: Promise<void> = Promise.resolve()

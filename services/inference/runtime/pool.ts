@@ -66,6 +66,7 @@ export class ScoringPool {
       }
       const waiter = slot.waiting.get(reply.id)
       slot.waiting.delete(reply.id)
+      if (slot.waiting.size === 0) worker.unref()
       waiter?.resolve(reply)
     })
     worker.on('error', (err) => this.opts.log.error({ err: err.message }, 'scoring thread failed'))
@@ -82,6 +83,7 @@ export class ScoringPool {
       for (const [key, m] of this.models)
         void this.request(fresh, { type: 'load', id: 0, key, bytes: m.bytes, features: m.features })
     })
+    // Idle threads do not keep the process alive; a thread with work pending does.
     worker.unref()
     return slot
   }
@@ -89,6 +91,7 @@ export class ScoringPool {
   private request(slot: Slot, msg: WorkerRequest, transfer: ArrayBuffer[] = []): Promise<WorkerReply> {
     return new Promise((resolve) => {
       const id = this.nextId++
+      if (slot.waiting.size === 0) slot.worker.ref()
       slot.waiting.set(id, { resolve })
       slot.worker.postMessage({ ...msg, id }, transfer)
     })
