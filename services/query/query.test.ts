@@ -217,6 +217,52 @@ describe('query: QueryService over the store (embedded ClickHouse, real nats-ser
     assert.equal(south.anomalies.length, (DEVICES / 2) * 12)
   })
 
+  it('exports stored readings of a device, a site or the fleet, oldest first, once each, in chunks', async () => {
+    const start = timestampFromMs(T0)
+    const collect = async (req: Parameters<ReturnType<typeof client>['exportReadings']>[0]) => {
+      const out: Reading[] = []
+      let truncated = false
+      for await (const chunk of client().exportReadings(req)) {
+        out.push(...chunk.readings)
+        truncated ||= chunk.truncated
+      }
+      return { out, truncated }
+    }
+    const device = await collect({ deviceId: 'q3', start })
+    assert.equal(device.out.length, PER_DEVICE)
+    assert.deepEqual(
+      device.out.map((r) => r.eventId),
+      all.filter((r) => r.deviceId === 'q3').map((r) => r.eventId),
+    )
+    assert.deepEqual(device.out[5]?.sensors, all.find((r) => r.eventId === 'q3:seq:5')?.sensors)
+    const fleet = await collect({ start })
+    assert.equal(fleet.out.length, DEVICES * PER_DEVICE)
+    assert.equal(new Set(fleet.out.map((r) => r.eventId)).size, fleet.out.length)
+    const times = fleet.out.map((r) => Number(r.ts?.seconds))
+    assert.ok(
+      times.every((t, i) => i === 0 || t >= (times[i - 1] as number)),
+      'oldest first',
+    )
+    const site = all[0]?.meta.site ?? ''
+    const bySite = await collect({ site, start })
+    assert.equal(bySite.out.length, all.filter((r) => r.meta.site === site).length)
+    const cut = await collect({ start, limit: 100 })
+    assert.equal(cut.out.length, 100)
+    assert.equal(cut.truncated, true)
+    await assert.rejects(collect({ deviceId: 'q1', site: 'x', start }), (err) => {
+      assert.equal(violationsOf(err)[0]?.field, 'site')
+      return true
+    })
+    await assert.rejects(collect({ deviceId: "q1' OR 1=1 --", start }), (err) => {
+      assert.equal(violationsOf(err)[0]?.field, 'device_id')
+      return true
+    })
+    await assert.rejects(collect({}), (err) => {
+      assert.equal(violationsOf(err)[0]?.field, 'start')
+      return true
+    })
+  })
+
   it('sums up the fleet', async () => {
     const summary = await client().getFleetSummary({ window: durationFromMs(3 * 3600_000) })
     assert.equal(summary.devicesTotal, BigInt(DEVICES))

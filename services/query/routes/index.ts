@@ -1,6 +1,7 @@
 import type { ConnectRouter } from '@connectrpc/connect'
 import { QueryService } from '../../../gen/vigil/query/v1/query_pb.js'
 import type { QueryContext } from '../context.js'
+import { exportReadings } from './export-readings.js'
 import { getFleetSummary } from './get-fleet-summary.js'
 import { getLatest } from './get-latest.js'
 import { listAnomalies } from './list-anomalies.js'
@@ -18,5 +19,6 @@ export function queryRoutes(ctx: QueryContext) {
       listAnomalies: (req) => listAnomalies(ctx, req),
       getFleetSummary: (req) => getFleetSummary(ctx, req),
       watch: (req, hctx) => watch(ctx, req, hctx),
+      exportReadings: (req) => exportReadings(ctx, req),
     })
 }
