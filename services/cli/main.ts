@@ -1,5 +1,7 @@
 #!/usr/bin/env node
 import { ConfigError } from '../common/config.js'
+import { models } from './models.js'
+import { train } from './train.js'
 import { up } from './up.js'
 
 const HELP = `vigil — IoT telemetry and anomaly detection
@@ -8,7 +10,11 @@ Usage: vigil <command> [options]
 
 Commands:
   up [--simulate N | --no-simulate]   run the whole stack on this machine until Ctrl-C
+  train [options]                     fit an anomaly model from stored telemetry or a file
+  models list|show|promote|rollback   the model registry
   help                                this text
+
+"vigil <command> --help" tells more about one command.
 
 Environment: see README.md ("Configuration") for every VIGIL_* variable.
 `
@@ -18,6 +24,10 @@ async function main(argv: string[]): Promise<number> {
   switch (command) {
     case 'up':
       return up(rest)
+    case 'train':
+      return train(rest)
+    case 'models':
+      return models(rest)
     case undefined:
     case 'help':
     case '--help':
@@ -35,6 +45,11 @@ main(process.argv.slice(2)).then(
     process.exitCode = code
   },
   (err: unknown) => {
+    if (String((err as { code?: string }).code ?? '').startsWith('ERR_PARSE_ARGS')) {
+      process.stderr.write(`vigil: ${(err as Error).message} (see "vigil help")\n`)
+      process.exitCode = 2
+      return
+    }
     process.stderr.write(
       `vigil: ${err instanceof ConfigError ? err.message : ((err as Error).stack ?? err)}\n`,
     )
