@@ -7,16 +7,23 @@ import { createConnectTransport, createGrpcTransport, createGrpcWebTransport } f
 import { jetstreamManager } from '@nats-io/jetstream'
 import { InferenceService } from '../../gen/vigil/inference/v1/inference_pb.js'
 import { IngestService } from '../../gen/vigil/ingest/v1/ingest_pb.js'
-import { type Reading, ReadingSchema, RejectReason } from '../../gen/vigil/telemetry/v1/telemetry_pb.js'
+import {
+  ModelRefSchema,
+  type Reading,
+  ReadingSchema,
+  RejectReason,
+} from '../../gen/vigil/telemetry/v1/telemetry_pb.js'
 import { eventually, storedReadings, storedRejections } from '../../test/fixtures/bus.js'
 import { type NatsFixture, startNats } from '../../test/fixtures/nats.js'
 import { type ServiceProcess, startService } from '../../test/fixtures/services.js'
 import { violationsOf } from '../common/errors.js'
 import { createLogger } from '../common/log.js'
-import { Metrics } from '../common/metrics.js'
 import { connectNats, type NatsConnection, provisionBus } from '../common/nats.js'
 import { freePort } from '../common/net.js'
-import { type RunningServer, startServer } from '../common/server.js'
+import { buildOnnx } from '../inference/model/onnx.js'
+import { normalReading, Rng, type SyntheticDevice, syntheticFleet } from '../inference/model/synthetic.js'
+import { trainingSet, trainModel } from '../inference/model/train.js'
+import { ModelRegistry } from '../inference/registry.js'
 
 const log = createLogger({ service: 'cli', logLevel: 'silent' })
 
@@ -173,54 +180,52 @@ describe('ingest: IngestService against a real nats-server', () => {
     )
   })
 
-  it('returns the inference when the inference service answers', async () => {
-    // The inference service is another issue; a server implementing its contract stands in here to
-    // check what ingest sends and returns.
-    let received:
-      | { deviceId: string; features: Record<string, number>; context: Record<string, string> }
-      | undefined
-    const inference: RunningServer = await startServer({
-      config: {
-        service: 'inference',
-        host: '127.0.0.1',
-        port: inferencePort,
-        corsOrigins: [],
-        shutdownTimeoutMs: 1_000,
-      },
-      log,
-      metrics: new Metrics('inference'),
-      routes: (router) =>
-        router.service(InferenceService, {
-          infer(req) {
-            received = { deviceId: req.deviceId, features: req.features, context: req.context }
-            return {
-              deviceId: req.deviceId,
-              ts: req.ts,
-              score: 0.97,
-              label: 'ALERT',
-              anomalies: [{ name: 'temp', severity: 'high' }],
-              model: { name: 'fleet', version: 1 },
-            }
-          },
-        }),
-    })
+  it("returns the real inference service's verdict, and its refusal while no model exists", async () => {
+    const inference = await startService(
+      'inference',
+      { VIGIL_NATS_URL: nats.url, VIGIL_BOOTSTRAP_ROWS: '0', VIGIL_INFERENCE_WORKER: 'false' },
+      { port: inferencePort },
+    )
     try {
-      const res = await client().publish({ reading: reading('infer-2', 1, { temp: 99 }), infer: true })
-      assert.deepEqual(received, {
-        deviceId: 'infer-2',
-        features: { temp: 99 },
-        context: { site: 'HYD-PLANT-2' },
+      const [device] = syntheticFleet(1, 4) as [SyntheticDevice]
+      const rng = new Rng(1)
+      const refused = await client().publish({
+        reading: reading(device.id, 1, normalReading(device, rng)),
+        infer: true,
       })
-      assert.equal(res.inferenceFailure, undefined)
-      assert.equal(res.inference?.label, 'ALERT')
-      assert.equal(res.inference?.score, 0.97)
-      assert.equal(res.inference?.eventId, 'infer-2:seq:1')
-      assert.deepEqual(
-        res.inference?.anomalies.map((a) => a.name),
-        ['temp'],
+      assert.equal(refused.eventId, `${device.id}:seq:1`, 'stored all the same')
+      assert.equal(refused.inferenceFailure?.code, 'failed_precondition')
+      assert.match(refused.inferenceFailure?.message ?? '', /no model is trained yet/)
+
+      const rows = Array.from({ length: 300 }, (_, i) => ({ sensors: normalReading(device, rng), tsMs: i }))
+      const stored = await (await ModelRegistry.open(nc)).store(
+        buildOnnx(trainModel(trainingSet(rows, 'test'), { scope: 'fleet' })),
       )
+      const inferenceClient = createClient(
+        InferenceService,
+        createConnectTransport({ baseUrl: inference.url, httpVersion: '2' }),
+      )
+      await inferenceClient.promoteModel({ name: 'fleet', version: stored.spec.version, alias: 'production' })
+
+      const normal = await client().publish({
+        reading: reading(device.id, 2, normalReading(device, rng)),
+        infer: true,
+      })
+      assert.equal(normal.inferenceFailure, undefined)
+      assert.equal(normal.inference?.label, 'OK')
+      assert.equal(normal.inference?.eventId, `${device.id}:seq:2`)
+      assert.deepEqual(
+        normal.inference?.model,
+        create(ModelRefSchema, { name: 'fleet', version: stored.spec.version }),
+      )
+      const sensors = normalReading(device, rng)
+      sensors.vibration += 2 // about 16 standard deviations
+      const spike = await client().publish({ reading: reading(device.id, 3, sensors), infer: true })
+      assert.equal(spike.inference?.label, 'ALERT')
+      assert.equal(spike.inference?.anomalies[0]?.name, 'vibration')
+      assert.equal(spike.inference?.explain?.shapTop[0]?.name, 'vibration')
     } finally {
-      await inference.close()
+      await inference.stop()
     }
   })
 })
