@@ -1,4 +1,3 @@
-import { readFileSync } from 'node:fs'
 import { Worker } from 'node:worker_threads'
 import { fromBinary } from '@bufbuild/protobuf'
 import { jetstream } from '@nats-io/jetstream'
@@ -9,6 +8,7 @@ import { connectNats, type NatsConnection, provisionBus } from '../services/comm
 import { startMosquitto } from '../test/fixtures/mosquitto.js'
 import { startNats } from '../test/fixtures/nats.js'
 import { type ServiceProcess, startService } from '../test/fixtures/services.js'
+import { processUsage } from './usage.js'
 
 const log = createLogger({ service: 'cli', logLevel: 'silent' })
 
@@ -21,16 +21,6 @@ export interface IngestBenchOptions {
 }
 
 const say = (line: string) => process.stdout.write(`${line}\n`)
-
-/** CPU seconds (user + system) and peak RSS of a process, from /proc. */
-function processUsage(pid: number): { cpuSeconds: number; peakRssMb: number } {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-  const ticks = Number(fields[11]) + Number(fields[12])
-  const status = readFileSync(`/proc/${pid}/status`, 'utf8')
-  const hwm = Number(/VmHWM:\s+(\d+) kB/.exec(status)?.[1] ?? 0)
-  return { cpuSeconds: ticks / 100, peakRssMb: hwm / 1024 }
-}
 
 /** The load generator on a worker thread; resolves when the broker acknowledged every message. */
 function loadInWorker(

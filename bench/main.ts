@@ -1,6 +1,7 @@
 // `npm run bench [-- <suite>] [--readings N] [--devices N] [--connections N] [--rounds N]`
-// Suites: ingest (default), store (`--rows N --devices N`). Each prints a table of figures measured against the bare
+// Suites: ingest (default), store (`--rows N --devices N`), inference (`--seconds N --readings N`). Each prints a table of figures measured against the bare
 // infrastructure in the same run.
+import { benchInference } from './inference.js'
 import { benchIngest } from './ingest.js'
 import { benchStore } from './store.js'
 
@@ -26,7 +27,10 @@ switch (suite) {
   case 'store':
     await benchStore({ rows: flag(args, 'rows', 1_000_000), devices: flag(args, 'devices', 10_000) })
     break
+  case 'inference':
+    await benchInference({ seconds: flag(args, 'seconds', 5), readings: flag(args, 'readings', 200_000) })
+    break
   default:
-    process.stderr.write(`unknown benchmark "${suite}"; suites: ingest, store\n`)
+    process.stderr.write(`unknown benchmark "${suite}"; suites: ingest, store, inference\n`)
     process.exitCode = 2
 }

@@ -83,12 +83,12 @@ export class Bootstrap {
           const spec = trainModel(set, { scope: 'fleet' })
           const stored = await this.opts.registry.store(buildOnnx(spec))
           await models.check(buildOnnx(stored.spec))
-          await this.opts.registry.setAlias('fleet', 'production', stored.spec.version)
+          const { change } = await this.opts.registry.setAlias('fleet', 'production', stored.spec.version)
           log.info(
             { model: 'fleet', version: stored.spec.version, rows: set.rows, features: set.features },
             'bootstrap model trained and promoted to production',
           )
-          await models.apply({ name: 'fleet', alias: 'production', version: stored.spec.version })
+          await models.apply(change)
           break
         } catch (err) {
           const why = (err as Error).message

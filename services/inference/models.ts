@@ -3,10 +3,10 @@
 // already queued for it have run. A version that fails to load is refused with a log line and the
 // previous one keeps serving.
 import type { Logger } from '../common/log.js'
-import { partitionOf } from '../common/nats.js'
 import { readSpec } from './model/onnx.js'
-import { type ModelSpec, modelName } from './model/spec.js'
+import type { ModelSpec } from './model/spec.js'
 import type { Alias, AliasChange, ModelRegistry } from './registry.js'
+import { selectRoute } from './routing.js'
 import type { ScoringPool } from './runtime/pool.js'
 
 export interface LoadedModel {
@@ -20,6 +20,7 @@ export class ActiveModels {
   private readonly byName = new Map<string, Partial<Record<Alias, LoadedModel>>>()
   private readonly listeners = new Set<(change: AliasChange, model: LoadedModel | undefined) => void>()
   private serial = Promise.resolve()
+  private readonly revisions = new Map<string, number>()
 
   constructor(
     private readonly pool: ScoringPool,
@@ -31,9 +32,7 @@ export class ActiveModels {
 
   /** Loads what the aliases point at now, then follows their changes until `signal` aborts. */
   async start(signal: AbortSignal): Promise<void> {
-    for (const [name, aliases] of await this.registry.aliasTable())
-      for (const [alias, version] of Object.entries(aliases))
-        await this.apply({ name, alias: alias as Alias, version })
+    for (const change of await this.registry.aliasEntries()) await this.apply(change)
     void this.registry
       .watch((change) => this.apply(change), signal)
       .catch((err: Error) => {
@@ -52,7 +51,11 @@ export class ActiveModels {
     return next
   }
 
-  private async applyNow({ name, alias, version }: AliasChange): Promise<void> {
+  private async applyNow({ name, alias, version, revision }: AliasChange): Promise<void> {
+    // The watch may deliver a change after this process applied a later one directly (PromoteModel).
+    const seen = this.revisions.get(`${name}.${alias}`) ?? 0
+    if (revision <= seen) return
+    this.revisions.set(`${name}.${alias}`, revision)
     const slots = this.byName.get(name) ?? {}
     const current = slots[alias]
     if (current?.spec.version === version) return
@@ -83,27 +86,19 @@ export class ActiveModels {
     if (loaded) slots[alias] = loaded
     else delete slots[alias]
     this.byName.set(name, slots)
+    // The scoring threads route batches themselves; tell them before the old version is released.
+    this.pool.route(name, alias, loaded?.key)
     if (current && !Object.values(slots).some((m) => m?.key === current.key)) this.pool.release(current.key)
     this.log.info(
       { model: name, alias, version: version ?? null, previous: current?.spec.version ?? null },
       loaded ? 'model now serving' : 'model alias removed',
     )
-    for (const listener of this.listeners) listener({ name, alias, version }, loaded)
+    for (const listener of this.listeners) listener({ name, alias, version, revision }, loaded)
   }
 
-  /**
-   * The most specific model for a device: its own, its site's, then the fleet's. A device in the
-   * canary share gets a model's `canary` version where there is one.
-   */
+  /** The most specific model for a device (see selectRoute). */
   select(deviceId: string, site: string | undefined): LoadedModel | undefined {
-    const canary = this.canaryPercent > 0 && partitionOf(deviceId, 100) < this.canaryPercent
-    for (const name of [modelName('device', deviceId), site ? modelName('site', site) : undefined, 'fleet']) {
-      if (!name) continue
-      const slots = this.byName.get(name)
-      const model = (canary ? slots?.canary : undefined) ?? slots?.production
-      if (model) return model
-    }
-    return undefined
+    return selectRoute(this.byName, deviceId, site, this.canaryPercent)
   }
 
   /** The model an alias serves now in this process. */

@@ -22,6 +22,8 @@ export interface AliasChange {
   alias: Alias
   /** Undefined when the alias was deleted. */
   version: number | undefined
+  /** The KV revision of the change: later changes have higher ones (stale ones are ignored). */
+  revision: number
 }
 
 const SPEC_KEY = 'vigil-model'
@@ -128,11 +130,27 @@ export class ModelRegistry {
     return entry && entry.operation === 'PUT' ? Number(entry.string()) : undefined
   }
 
-  /** Points an alias at a version; returns the version it pointed at before (0 when none). */
-  async setAlias(name: string, alias: Alias, version: number): Promise<number> {
+  /** Every alias as it is now, as changes (what a process applies at start). */
+  async aliasEntries(): Promise<AliasChange[]> {
+    const out: AliasChange[] = []
+    for await (const key of await this.aliases.keys()) {
+      const parsed = parseAliasKey(key)
+      const entry = parsed ? await this.aliases.get(key) : null
+      if (!parsed || entry?.operation !== 'PUT') continue
+      out.push({ ...parsed, version: Number(entry.string()), revision: entry.revision })
+    }
+    return out
+  }
+
+  /** Points an alias at a version; returns the version it pointed at before (0 when none) and the change. */
+  async setAlias(
+    name: string,
+    alias: Alias,
+    version: number,
+  ): Promise<{ previous: number; change: AliasChange }> {
     const previous = (await this.alias(name, alias)) ?? 0
-    await this.aliases.put(aliasKey(name, alias), String(version))
-    return previous
+    const revision = await this.aliases.put(aliasKey(name, alias), String(version))
+    return { previous, change: { name, alias, version, revision } }
   }
 
   /** The version an alias pointed at before its current one, from the KV history. */
@@ -152,7 +170,11 @@ export class ModelRegistry {
     for await (const e of iter) {
       const parsed = parseAliasKey(e.key)
       if (!parsed) continue
-      await onChange({ ...parsed, version: e.operation === 'PUT' ? Number(e.string()) : undefined })
+      await onChange({
+        ...parsed,
+        version: e.operation === 'PUT' ? Number(e.string()) : undefined,
+        revision: e.revision,
+      })
     }
   }
 }

@@ -25,6 +25,7 @@ export async function startInference(
   const pool = new ScoringPool({
     threads: config.threads,
     provider: config.provider,
+    canaryPercent: config.canaryPercent,
     log,
     maxBatchRows: config.maxBatchRows,
     onRun: (rows, seconds) => {

@@ -4,14 +4,6 @@
 // are deduplicated by JetStream), then the ack. Failures nak with backoff and are retried without
 // limit (an outage must not turn good readings into dead letters); a batch that does not decode is
 // poison: terminated and kept on `telemetry.rejected.poison`.
-import { create, fromBinary, toBinary } from '@bufbuild/protobuf'
-import { timestampNow } from '@bufbuild/protobuf/wkt'
-import {
-  type Inference,
-  InferenceBatchSchema,
-  InferenceSchema,
-  ReadingBatchSchema,
-} from '../../gen/vigil/telemetry/v1/telemetry_pb.js'
 import { sleep } from '../common/health.js'
 import type { Logger } from '../common/log.js'
 import {
@@ -25,10 +17,9 @@ import {
   runConsumer,
 } from '../common/nats.js'
 import type { InferenceMetrics } from './metrics.js'
-import type { Interpretation } from './model/spec.js'
-import type { ActiveModels, LoadedModel } from './models.js'
+import type { ActiveModels } from './models.js'
+import { UndecodableBatchError } from './runtime/batch.js'
 import type { ScoringPool } from './runtime/pool.js'
-import { scoreItems } from './scorer.js'
 
 export const WORKER_DURABLE = 'inference'
 
@@ -42,17 +33,6 @@ export interface WorkerOptions {
   signal: AbortSignal
   /** Batches handled at once (default 4). */
   concurrency?: number
-}
-
-/** The fields an Inference shares with an InferResponse. */
-export function inferenceFields(model: LoadedModel, result: Interpretation) {
-  return {
-    score: result.score,
-    label: result.label,
-    anomalies: result.anomalies,
-    explain: result.explain,
-    model: { name: model.spec.name, version: model.spec.version },
-  }
 }
 
 /** Consumes until `signal` aborts; starts once a fleet model serves (the bootstrap makes one). */
@@ -79,47 +59,22 @@ export async function runInferenceWorker(opts: WorkerOptions): Promise<void> {
     prefetch: concurrency * 2,
     maxDeliver: Number.POSITIVE_INFINITY,
     handle: async (msg: JsMsg) => {
-      let batch: ReturnType<typeof fromBinary<typeof ReadingBatchSchema>>
+      let outcome: Awaited<ReturnType<ScoringPool['scoreBatch']>>
       try {
-        batch = fromBinary(ReadingBatchSchema, msg.data)
+        outcome = await pool.scoreBatch(msg.data, `seq-${msg.seq}`, Date.now())
       } catch (err) {
-        throw new PoisonMessageError(`not a ReadingBatch: ${(err as Error).message}`)
+        if (err instanceof UndecodableBatchError) throw new PoisonMessageError(err.message)
+        throw err
       }
-      const readings = batch.readings
-      const results = await scoreItems(
-        models,
-        pool,
-        readings.map((r) => ({ deviceId: r.deviceId, site: r.meta.site, features: r.sensors })),
-      )
       // Only while the fleet alias is being replaced: retry shortly, count nothing yet.
-      if (results.some((r) => r.kind === 'no-model')) throw new Error('no model applies to some readings yet')
-      const inferredAt = timestampNow()
-      const inferences: Inference[] = []
-      results.forEach((res, i) => {
-        const r = readings[i]
-        if (!r) return
-        if (res.kind !== 'scored') {
-          metrics.unscored.inc({ reason: 'missing_features' })
-          return
-        }
-        metrics.scored.inc({ path: 'async', label: res.result.label })
-        metrics.score.observe(res.result.score)
-        inferences.push(
-          create(InferenceSchema, {
-            eventId: r.eventId,
-            deviceId: r.deviceId,
-            ts: r.ts,
-            inferredAt,
-            features: r.sensors,
-            ...inferenceFields(res.model, res.result),
-          }),
-        )
-      })
-      if (inferences.length === 0) return
+      if (outcome.noModel > 0) throw new Error(`no model applies to ${outcome.noModel} readings yet`)
+      for (const [label, n] of Object.entries(outcome.labels))
+        if (n > 0) metrics.scored.inc({ path: 'async', label }, n)
+      if (outcome.missing > 0) metrics.unscored.inc({ reason: 'missing_features' }, outcome.missing)
+      for (const score of outcome.scores) metrics.score.observe(score)
+      if (!outcome.bytes) return
       const partition = Number(msg.subject.slice(msg.subject.lastIndexOf('.') + 1)) || 0
-      const batchId = `inf-${batch.batchId || `seq-${msg.seq}`}`
-      const out = create(InferenceBatchSchema, { batchId, inferences })
-      await js.publish(inferredSubject(partition), toBinary(InferenceBatchSchema, out), { msgID: batchId })
+      await js.publish(inferredSubject(partition), outcome.bytes, { msgID: outcome.batchId })
     },
   })
 }

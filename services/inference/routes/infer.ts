@@ -12,8 +12,8 @@ import {
 import { invalidArgument, type Violation } from '../../common/errors.js'
 import { normalizeSensorName, validateInferRequest } from '../../common/validation.js'
 import type { InferenceContext } from '../context.js'
+import { inferenceFields } from '../runtime/batch.js'
 import { type ScoreItem, type ScoreResult, scoreItems } from '../scorer.js'
-import { inferenceFields } from '../worker.js'
 
 /** At most this many requests in one InferBatch. */
 export const MAX_BATCH = 10_000
@@ -42,7 +42,7 @@ function response(ctx: InferenceContext, req: InferRequest, res: ScoreResult): I
     deviceId: req.deviceId,
     ts: req.ts ?? timestampNow(),
     eventId: req.eventId,
-    ...inferenceFields(res.model, res.result),
+    ...inferenceFields(res.model.spec, res.result),
   })
 }
 

@@ -119,9 +119,9 @@ async function pointAlias(ctx: InferenceContext, name: string, alias: Alias, ver
     }
     throw err
   }
-  const previous = await ctx.registry.setAlias(name, alias, version)
+  const { previous, change } = await ctx.registry.setAlias(name, alias, version)
   // Apply here at once (the alias watch would too, a moment later): the answer means "serving".
-  await ctx.models.apply({ name, alias, version })
+  await ctx.models.apply(change)
   ctx.log.info({ model: name, alias, version, previous }, 'alias moved')
   return {
     model: modelMessage(stored, (await ctx.registry.aliasTable()).get(name)),

@@ -3,7 +3,10 @@
 // `release` posted after some `run`s is handled after them.
 import { parentPort, workerData } from 'node:worker_threads'
 import * as ort from 'onnxruntime-node'
-import { GRAPH } from '../model/onnx.js'
+import { GRAPH, readSpec } from '../model/onnx.js'
+import type { ModelSpec, ScoreOutputs } from '../model/spec.js'
+import type { Routes } from '../routing.js'
+import { type RunnableModel, scoreReadingBatch, UndecodableBatchError } from './batch.js'
 import type { WorkerReply, WorkerRequest, WorkerSetup } from './protocol.js'
 
 const setup = workerData as WorkerSetup
@@ -11,6 +14,9 @@ const setup = workerData as WorkerSetup
 // through the replies instead.
 ort.env.logLevel = 'fatal'
 const sessions = new Map<string, ort.InferenceSession>()
+/** Loaded models with their specs, for batches routed inside this thread. */
+const models = new Map<string, RunnableModel>()
+const routes: Routes<string> = new Map()
 let provider: 'cpu' | 'cuda' = setup.provider
 let queue: Promise<void> = Promise.resolve()
 
@@ -63,6 +69,7 @@ async function handle(msg: WorkerRequest): Promise<void> {
         })
         const old = sessions.get(msg.key)
         sessions.set(msg.key, session)
+        models.set(msg.key, runnable(readSpec(msg.bytes), session))
         if (old) await old.release()
         reply({ type: 'loaded', id: msg.id, provider })
       } catch (err) {
@@ -97,8 +104,59 @@ async function handle(msg: WorkerRequest): Promise<void> {
     case 'release': {
       const session = sessions.get(msg.key)
       sessions.delete(msg.key)
+      models.delete(msg.key)
       await session?.release()
       return
     }
+    case 'route': {
+      const slots = routes.get(msg.name) ?? {}
+      if (msg.key === undefined) delete slots[msg.alias]
+      else slots[msg.alias] = msg.key
+      routes.set(msg.name, slots)
+      return
+    }
+    case 'batch': {
+      try {
+        const outcome = await scoreReadingBatch(
+          msg.data,
+          msg.fallbackId,
+          msg.inferredAtMs,
+          routes,
+          setup.canaryPercent,
+          models,
+        )
+        const transfer = [outcome.scores.buffer as ArrayBuffer]
+        if (outcome.bytes) transfer.push(outcome.bytes.buffer as ArrayBuffer)
+        reply({ type: 'batched', id: msg.id, outcome }, transfer)
+      } catch (err) {
+        reply({
+          type: 'error',
+          id: msg.id,
+          message: (err as Error).message,
+          poison: err instanceof UndecodableBatchError,
+        })
+      }
+      return
+    }
+  }
+}
+
+function runnable(spec: ModelSpec, session: ort.InferenceSession): RunnableModel {
+  return {
+    spec,
+    run: async (values, rows) => {
+      const out = await session.run({
+        [GRAPH.input]: new ort.Tensor('float64', values, [rows, spec.features.length]),
+      })
+      const get = (name: string) => out[name]?.data as Float64Array
+      return {
+        score: get('score'),
+        spe: get('spe'),
+        t2: get('t2'),
+        speParts: get('spe_parts'),
+        t2Parts: get('t2_parts'),
+        contributions: get('contributions'),
+      } satisfies ScoreOutputs
+    },
   }
 }

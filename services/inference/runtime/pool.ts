@@ -6,11 +6,14 @@ import { Worker } from 'node:worker_threads'
 import type { Logger } from '../../common/log.js'
 import { InvalidModelError } from '../model/onnx.js'
 import type { ScoreOutputs } from '../model/spec.js'
+import { type BatchOutcome, UndecodableBatchError } from './batch.js'
 import type { WorkerReply, WorkerRequest, WorkerSetup } from './protocol.js'
 
 export interface PoolOptions {
   threads: number
   provider: 'cpu' | 'cuda'
+  /** Share of devices (0..100) scored by a `canary` version where one exists (default 0). */
+  canaryPercent?: number
   log: Logger
   /** Most rows in one coalesced run (default 4096). */
   maxBatchRows?: number
@@ -42,6 +45,8 @@ export class ScoringPool {
   /** Bytes of every loaded model, to reload into a worker that had to be restarted. */
   private readonly models = new Map<string, { bytes: Uint8Array; features: number }>()
   private readonly retiring = new Set<string>()
+  /** The routes every thread holds, to give a restarted thread. */
+  private readonly routes: Extract<WorkerRequest, { type: 'route' }>[] = []
   private nextId = 1
   private scheduled = false
   private closed = false
@@ -54,7 +59,7 @@ export class ScoringPool {
   }
 
   private spawn(): Slot {
-    const setup: WorkerSetup = { provider: this.opts.provider }
+    const setup: WorkerSetup = { provider: this.opts.provider, canaryPercent: this.opts.canaryPercent ?? 0 }
     const worker = new Worker(WORKER_URL, { workerData: setup })
     const slot: Slot = { worker, busy: 0, waiting: new Map() }
     worker.on('message', (reply: WorkerReply) => {
@@ -115,6 +120,36 @@ export class ScoringPool {
     }
     this.retiring.delete(key)
     this.models.set(key, { bytes, features })
+  }
+
+  /** Tells every thread which loaded model serves an alias now (for batches routed in the threads). */
+  route(name: string, alias: 'production' | 'canary', key: string | undefined): void {
+    const msg: Extract<WorkerRequest, { type: 'route' }> = { type: 'route', name, alias, key }
+    const i = this.routes.findIndex((r) => r.name === name && r.alias === alias)
+    if (i >= 0) this.routes.splice(i, 1)
+    if (key !== undefined) this.routes.push(msg)
+    for (const slot of this.slots) slot.worker.postMessage(msg)
+  }
+
+  /**
+   * Scores a whole ReadingBatch in a thread (decode, route, run, interpret, encode). Rejects with
+   * UndecodableBatchError for bytes that are not a ReadingBatch.
+   */
+  async scoreBatch(data: Uint8Array, fallbackId: string, inferredAtMs: number): Promise<BatchOutcome> {
+    if (this.closed) throw new Error('the scoring pool is closed')
+    const slot = this.slots.reduce((a, b) => (b.busy < a.busy ? b : a))
+    slot.busy++
+    const started = process.hrtime.bigint()
+    try {
+      const reply = await this.request(slot, { type: 'batch', id: 0, data, fallbackId, inferredAtMs })
+      if (reply.type === 'error')
+        throw reply.poison ? new UndecodableBatchError(reply.message) : new Error(reply.message)
+      if (reply.type !== 'batched') throw new Error('unexpected reply')
+      this.opts.onRun?.(reply.outcome.scores.length, Number(process.hrtime.bigint() - started) / 1e9)
+      return reply.outcome
+    } finally {
+      slot.busy--
+    }
   }
 
   /** Frees a model once every request already queued for it has run. */

@@ -1,0 +1,258 @@
+// `npm run bench -- inference [--seconds N] [--readings N]`: the inference service against the
+// bare pieces it is made of, measured in one run on this machine.
+//   1. bare ONNX Runtime session.run, rows/s at batch 1, 256 and 1024 (main thread, one session);
+//   2. Infer calls/s with 64 in flight, next to the same server stack answering a trivial RPC
+//      (vigil.kit.v1.EchoService) with 64 in flight: the connect-node unary ceiling;
+//   3. InferBatch rows/s (1,000 requests per call, 4 calls in flight);
+//   4. the async worker: readings/s scoring a pre-filled TELEMETRY stream (batches of 500) into
+//      INFERENCES, next to a bare JetStream consume + ack of the same stream.
+
+import { create } from '@bufbuild/protobuf'
+import { timestampFromMs } from '@bufbuild/protobuf/wkt'
+import { type Client, createClient } from '@connectrpc/connect'
+import { createGrpcTransport } from '@connectrpc/connect-node'
+import { AckPolicy, jetstream, jetstreamManager } from '@nats-io/jetstream'
+import * as ort from 'onnxruntime-node'
+import { InferenceService } from '../gen/vigil/inference/v1/inference_pb.js'
+import { EchoService } from '../gen/vigil/kit/v1/kit_pb.js'
+import { ReadingSchema } from '../gen/vigil/telemetry/v1/telemetry_pb.js'
+import { encodeReadingBatch } from '../services/common/codec.js'
+import { createLogger } from '../services/common/log.js'
+import { BUS, connectNats, provisionBus, rawSubject } from '../services/common/nats.js'
+import { buildOnnx, GRAPH } from '../services/inference/model/onnx.js'
+import {
+  normalReading,
+  Rng,
+  type SyntheticDevice,
+  syntheticFleet,
+} from '../services/inference/model/synthetic.js'
+import { trainingSet, trainModel } from '../services/inference/model/train.js'
+import { ModelRegistry } from '../services/inference/registry.js'
+import { startNats } from '../test/fixtures/nats.js'
+import { startChild } from '../test/fixtures/process.js'
+import { type ServiceProcess, startService } from '../test/fixtures/services.js'
+import { processUsage } from './usage.js'
+
+export interface InferenceBenchOptions {
+  seconds: number
+  readings: number
+}
+
+const say = (line: string) => process.stdout.write(`${line}\n`)
+const fmt = (n: number) => Math.round(n).toLocaleString('en-US')
+const log = createLogger({ service: 'cli', logLevel: 'silent' })
+
+/** Runs `call` with `inFlight` concurrent loops for `seconds`; calls/s and latency percentiles. */
+async function closedLoop(
+  seconds: number,
+  inFlight: number,
+  call: () => Promise<unknown>,
+): Promise<{ perSecond: number; p50: number; p99: number; errors: number }> {
+  const latencies: number[] = []
+  let errors = 0
+  const end = performance.now() + seconds * 1000
+  const started = performance.now()
+  await Promise.all(
+    Array.from({ length: inFlight }, async () => {
+      while (performance.now() < end) {
+        const t = performance.now()
+        try {
+          await call()
+          latencies.push(performance.now() - t)
+        } catch {
+          errors++
+        }
+      }
+    }),
+  )
+  const elapsed = (performance.now() - started) / 1000
+  latencies.sort((a, b) => a - b)
+  const at = (q: number) => latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))] ?? 0
+  return { perSecond: latencies.length / elapsed, p50: at(0.5), p99: at(0.99), errors }
+}
+
+export async function benchInference(opts: InferenceBenchOptions): Promise<void> {
+  const rng = new Rng(1)
+  const fleet = syntheticFleet(100, 3)
+  const trainRows = fleet.flatMap((d) =>
+    Array.from({ length: 20 }, (_, i) => ({ sensors: normalReading(d, rng), tsMs: i })),
+  )
+  const spec = trainModel(trainingSet(trainRows, 'bench'), { scope: 'fleet' })
+  const file = buildOnnx(spec)
+  const f = spec.features.length
+  const row = (d: SyntheticDevice) => normalReading(d, rng)
+  say(
+    `inference benchmark: ${f} features, ${spec.eigenvalues.length} components, ${opts.seconds} s per figure`,
+  )
+
+  // 1. Bare session.run.
+  const session = await ort.InferenceSession.create(file, { intraOpNumThreads: 1, interOpNumThreads: 1 })
+  const bare: Record<number, number> = {}
+  for (const batch of [1, 256, 1024]) {
+    const values = Float64Array.from(
+      Array.from({ length: batch }, (_, i) =>
+        spec.features.map((name) => row(fleet[i % fleet.length] as SyntheticDevice)[name as 'pressure']),
+      ).flat(),
+    )
+    const tensor = new ort.Tensor('float64', values, [batch, f])
+    let rows = 0
+    const end = performance.now() + Math.min(opts.seconds, 3) * 1000
+    const t0 = performance.now()
+    while (performance.now() < end) {
+      await session.run({ [GRAPH.input]: tensor })
+      rows += batch
+    }
+    bare[batch] = rows / ((performance.now() - t0) / 1000)
+    say(`  bare session.run, batch ${String(batch).padStart(4)}: ${fmt(bare[batch] as number)} rows/s`)
+  }
+  await session.release()
+
+  const nats = await startNats()
+  const nc = await connectNats({ service: 'cli', natsUrl: nats.url }, log)
+  await provisionBus(nc, log)
+  const registry = await ModelRegistry.open(nc)
+  const stored = await registry.store(file)
+  await registry.setAlias('fleet', 'production', stored.spec.version)
+  let service: ServiceProcess | undefined
+  let echo: ServiceProcess | undefined
+  try {
+    // 2. Infer against the trivial-RPC ceiling of the same server stack, both over gRPC (h2).
+    echo = await startEcho()
+    const echoClient = createClient(EchoService, createGrpcTransport({ baseUrl: echo.url }))
+    const ceiling = await closedLoop(opts.seconds, 64, () => echoClient.echo({ message: 'x' }))
+    await echo.stop()
+    echo = undefined
+    say(
+      `  trivial RPC ceiling (EchoService, 64 in flight): ${fmt(ceiling.perSecond)} calls/s, p99 ${ceiling.p99.toFixed(1)} ms`,
+    )
+
+    service = await startService('inference', {
+      VIGIL_NATS_URL: nats.url,
+      VIGIL_BOOTSTRAP_ROWS: '0',
+      VIGIL_INFERENCE_WORKER: 'false',
+      VIGIL_LOG_LEVEL: 'warn',
+    })
+    const client: Client<typeof InferenceService> = createClient(
+      InferenceService,
+      createGrpcTransport({ baseUrl: service.url }),
+    )
+    const request = (i: number) => {
+      const d = fleet[i % fleet.length] as SyntheticDevice
+      return { deviceId: d.id, features: row(d) }
+    }
+    const requests = Array.from({ length: 4096 }, (_, i) => request(i))
+    let k = 0
+    await closedLoop(1, 64, () => client.infer(requests[k++ % requests.length]!)) // warm-up
+    const before = processUsage(service.proc.pid!)
+    const infer = await closedLoop(opts.seconds, 64, () => client.infer(requests[k++ % requests.length]!))
+    const after = processUsage(service.proc.pid!)
+    say(
+      `  Infer (64 in flight): ${fmt(infer.perSecond)} calls/s = ${(infer.perSecond / ceiling.perSecond).toFixed(2)} × the ceiling, ` +
+        `p50 ${infer.p50.toFixed(1)} ms, p99 ${infer.p99.toFixed(1)} ms, ${infer.errors} errors, ` +
+        `${((after.cpuSeconds - before.cpuSeconds) / opts.seconds).toFixed(2)} cores`,
+    )
+
+    // 3. InferBatch.
+    const batchRequest = { requests: requests.slice(0, 1000) }
+    const batch = await closedLoop(opts.seconds, 4, () => client.inferBatch(batchRequest))
+    say(
+      `  InferBatch (1,000 per call, 4 in flight): ${fmt(batch.perSecond * 1000)} rows/s, p99 ${batch.p99.toFixed(1)} ms per call`,
+    )
+    await service.stop()
+    service = undefined
+
+    // 4. The async worker on a pre-filled stream, next to a bare consume + ack of it.
+    const js = jetstream(nc)
+    const jsm = await jetstreamManager(nc)
+    const perBatch = 500
+    const batches = Math.ceil(opts.readings / perBatch)
+    const t0 = Date.now() - 3600_000
+    for (let b = 0; b < batches; b++) {
+      const readings = Array.from({ length: perBatch }, (_, i) => {
+        const d = fleet[(b * perBatch + i) % fleet.length] as SyntheticDevice
+        return create(ReadingSchema, {
+          eventId: `${d.id}:seq:${b * perBatch + i}`,
+          deviceId: d.id,
+          ts: timestampFromMs(t0 + b * 10 + i),
+          sensors: row(d),
+          meta: { site: d.site },
+          seq: BigInt(b * perBatch + i),
+          receivedAt: timestampFromMs(t0 + b * 10 + i),
+        })
+      })
+      await js.publish(rawSubject(b % 16), encodeReadingBatch(`bench-${b}`, readings, 'bench'), {
+        msgID: `bench-${b}`,
+      })
+    }
+    const readings = batches * perBatch
+    say(`  pre-filled TELEMETRY with ${fmt(readings)} readings in ${fmt(batches)} batches of ${perBatch}`)
+
+    await jsm.consumers.add(BUS.streams.telemetry, { durable_name: 'bare', ack_policy: AckPolicy.Explicit })
+    const bareStart = performance.now()
+    const consumer = await js.consumers.get(BUS.streams.telemetry, 'bare')
+    const messages = await consumer.consume({ max_messages: 64 })
+    let seen = 0
+    for await (const m of messages) {
+      m.ack()
+      if (++seen === batches) break
+    }
+    await messages.close()
+    const bareRate = readings / ((performance.now() - bareStart) / 1000)
+    say(`  bare JetStream consume + ack: ${fmt(bareRate)} readings/s (${fmt(bareRate / perBatch)} batches/s)`)
+
+    service = await startService('inference', {
+      VIGIL_NATS_URL: nats.url,
+      VIGIL_BOOTSTRAP_ROWS: '0',
+      VIGIL_LOG_LEVEL: 'warn',
+    })
+    const workerStart = Date.now()
+    for (;;) {
+      const info = await jsm.streams.info(BUS.streams.inferences)
+      if (info.state.messages >= batches) break
+      if (Date.now() - workerStart > 600_000) throw new Error('the worker did not finish in 10 minutes')
+      await new Promise((r) => setTimeout(r, 200))
+    }
+    const info = await jsm.streams.info(BUS.streams.inferences)
+    const span = (Date.parse(info.state.last_ts) - Date.parse(info.state.first_ts)) / 1000
+    const workerRate = (readings * (batches - 1)) / batches / Math.max(span, 1e-3)
+    const usage = processUsage(service.proc.pid!)
+    say(
+      `  async worker: ${fmt(workerRate)} readings/s = ${(workerRate / bareRate).toFixed(2)} × bare consume + ack ` +
+        `(first to last InferenceBatch on the bus), peak RSS ${usage.peakRssMb.toFixed(0)} MB`,
+    )
+    say('')
+    say('| figure | value | reference | ratio |')
+    say('|---|---|---|---|')
+    say(
+      `| bare session.run batch 1 / 256 / 1024 | ${fmt(bare[1]!)} / ${fmt(bare[256]!)} / ${fmt(bare[1024]!)} rows/s | | |`,
+    )
+    say(
+      `| Infer, 64 in flight | ${fmt(infer.perSecond)} calls/s, p99 ${infer.p99.toFixed(1)} ms | trivial RPC ${fmt(ceiling.perSecond)} calls/s | ${(infer.perSecond / ceiling.perSecond).toFixed(2)} (target ≥ 0.8) |`,
+    )
+    say(`| InferBatch, 1,000 per call | ${fmt(batch.perSecond * 1000)} rows/s | | |`)
+    say(
+      `| async worker, batches of 500 | ${fmt(workerRate)} readings/s | bare consume + ack ${fmt(bareRate)} readings/s | ${(workerRate / bareRate).toFixed(2)} (target ≥ 200k readings/s) |`,
+    )
+  } finally {
+    await service?.stop()
+    await echo?.stop()
+    await nc.drain()
+    await nats.stop()
+  }
+}
+
+/** The kit's echo server as its own process (the trivial-RPC ceiling). */
+async function startEcho(): Promise<ServiceProcess> {
+  const { freePort } = await import('../test/fixtures/ports.js')
+  const port = await freePort()
+  const entry = new URL('../test/fixtures/echo-server.ts', import.meta.url).pathname
+  const child = startChild(process.execPath, ['--import', 'tsx', entry], {
+    env: { ...process.env, VIGIL_PORT: String(port), VIGIL_LOG_LEVEL: 'warn' },
+  })
+  const url = `http://127.0.0.1:${port}`
+  for (let i = 0; i < 150; i++) {
+    if ((await fetch(`${url}/readyz`).catch(() => undefined))?.status === 200) return { ...child, url, port }
+    await new Promise((r) => setTimeout(r, 100))
+  }
+  throw new Error(`echo server did not start:\n${child.output()}`)
+}

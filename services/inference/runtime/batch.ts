@@ -1,0 +1,119 @@
+// Scores one ReadingBatch from its bytes to the bytes of its InferenceBatch: decode, route each
+// reading to its model, one run per model, interpret, encode. Runs inside a scoring thread (so the
+// service's event loop only moves bytes); pure apart from `run`, so it is tested without threads.
+import { decodeReadingBatch, encodeInferenceBatch, type InferenceFields } from '../../common/codec.js'
+import { type Interpretation, interpret, type ModelSpec, type ScoreOutputs } from '../model/spec.js'
+import { type Routes, selectRoute } from '../routing.js'
+
+export interface RunnableModel {
+  spec: ModelSpec
+  run: (values: Float64Array, rows: number) => Promise<ScoreOutputs>
+}
+
+export interface BatchOutcome {
+  /** The InferenceBatch to publish (null when nothing could be scored). */
+  bytes: Uint8Array | null
+  batchId: string
+  labels: Record<'OK' | 'WARN' | 'ALERT', number>
+  /** Readings lacking a feature their model needs (not scored, counted). */
+  missing: number
+  /** Readings no model applies to (the batch must be retried later). */
+  noModel: number
+  scores: Float64Array
+}
+
+/** Thrown for bytes that are not a ReadingBatch (the message is poison). */
+export class UndecodableBatchError extends Error {
+  override name = 'UndecodableBatchError'
+}
+
+/** The fields an Inference shares with an InferResponse. */
+export function inferenceFields(spec: ModelSpec, result: Interpretation) {
+  return {
+    score: result.score,
+    label: result.label,
+    anomalies: result.anomalies,
+    explain: result.explain,
+    model: { name: spec.name, version: spec.version },
+  }
+}
+
+export async function scoreReadingBatch(
+  data: Uint8Array,
+  fallbackId: string,
+  inferredAtMs: number,
+  routes: Routes<string>,
+  canaryPercent: number,
+  models: Map<string, RunnableModel>,
+): Promise<BatchOutcome> {
+  let batch: ReturnType<typeof decodeReadingBatch>
+  try {
+    batch = decodeReadingBatch(data)
+  } catch (err) {
+    throw new UndecodableBatchError(`not a ReadingBatch: ${(err as Error).message}`)
+  }
+  const readings = batch.readings
+  const outcome: BatchOutcome = {
+    bytes: null,
+    batchId: `inf-${batch.batchId || fallbackId}`,
+    labels: { OK: 0, WARN: 0, ALERT: 0 },
+    missing: 0,
+    noModel: 0,
+    scores: new Float64Array(0),
+  }
+  const groups = new Map<string, number[]>()
+  readings.forEach((r, i) => {
+    const key = selectRoute(routes, r.deviceId, r.meta.site, canaryPercent)
+    const model = key === undefined ? undefined : models.get(key)
+    if (!model || key === undefined) {
+      outcome.noModel++
+      return
+    }
+    if (model.spec.features.some((f) => typeof r.sensors[f] !== 'number')) {
+      outcome.missing++
+      return
+    }
+    let group = groups.get(key)
+    if (!group) {
+      group = []
+      groups.set(key, group)
+    }
+    group.push(i)
+  })
+  if (outcome.noModel > 0) return outcome
+  const results = new Array<InferenceFields | undefined>(readings.length)
+  const inferredAt = {
+    seconds: BigInt(Math.floor(inferredAtMs / 1000)),
+    nanos: (inferredAtMs % 1000) * 1_000_000,
+  }
+  const scores: number[] = []
+  for (const [key, indexes] of groups) {
+    const { spec, run } = models.get(key) as RunnableModel
+    const f = spec.features.length
+    const values = new Float64Array(indexes.length * f)
+    indexes.forEach((readingIndex, row) => {
+      const sensors = readings[readingIndex]?.sensors as Record<string, number>
+      for (let j = 0; j < f; j++) values[row * f + j] = sensors[spec.features[j] as string] as number
+    })
+    const out = await run(values, indexes.length)
+    indexes.forEach((readingIndex, row) => {
+      const r = readings[readingIndex]
+      if (!r) return
+      const result = interpret(spec, out, row, values.subarray(row * f, (row + 1) * f))
+      outcome.labels[result.label]++
+      scores.push(result.score)
+      results[readingIndex] = {
+        eventId: r.eventId,
+        deviceId: r.deviceId,
+        ts: r.ts,
+        inferredAt,
+        features: r.sensors,
+        ...inferenceFields(spec, result),
+      }
+    })
+  }
+  outcome.scores = Float64Array.from(scores)
+  const inferences = results.filter((x): x is InferenceFields => x !== undefined)
+  if (inferences.length > 0) outcome.bytes = encodeInferenceBatch(outcome.batchId, inferences)
+  return outcome
+}
