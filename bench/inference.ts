@@ -1,8 +1,9 @@
 // `npm run bench -- inference [--seconds N] [--readings N]`: the inference service against the
 // bare pieces it is made of, measured in one run on this machine.
 //   1. bare ONNX Runtime session.run, rows/s at batch 1, 256 and 1024 (main thread, one session);
-//   2. Infer calls/s with 64 in flight, next to the same server stack answering a trivial RPC
-//      (vigil.kit.v1.EchoService) with 64 in flight: the connect-node unary ceiling;
+//   2. Infer calls/s with 64 in flight, next to a bare connect-node HTTP/2 server answering a
+//      trivial RPC (vigil.kit.v1.EchoService) with 64 in flight: the connect-node unary ceiling;
+//      both over the Connect protocol on HTTP/2, binary;
 //   3. InferBatch rows/s (1,000 requests per call, 4 calls in flight);
 //   4. the async worker: readings/s scoring a pre-filled TELEMETRY stream (batches of 500) into
 //      INFERENCES, next to a bare JetStream consume + ack of the same stream.
@@ -10,7 +11,7 @@
 import { create } from '@bufbuild/protobuf'
 import { timestampFromMs } from '@bufbuild/protobuf/wkt'
 import { type Client, createClient } from '@connectrpc/connect'
-import { createGrpcTransport } from '@connectrpc/connect-node'
+import { createConnectTransport } from '@connectrpc/connect-node'
 import { AckPolicy, jetstream, jetstreamManager } from '@nats-io/jetstream'
 import * as ort from 'onnxruntime-node'
 import { InferenceService } from '../gen/vigil/inference/v1/inference_pb.js'
@@ -116,9 +117,12 @@ export async function benchInference(opts: InferenceBenchOptions): Promise<void>
   let service: ServiceProcess | undefined
   let echo: ServiceProcess | undefined
   try {
-    // 2. Infer against the trivial-RPC ceiling of the same server stack, both over gRPC (h2).
+    // 2. Infer against the trivial-RPC ceiling of a bare connect-node server.
+    const transport = (baseUrl: string) =>
+      createConnectTransport({ baseUrl, httpVersion: '2', useBinaryFormat: true })
     echo = await startEcho()
-    const echoClient = createClient(EchoService, createGrpcTransport({ baseUrl: echo.url }))
+    const echoClient = createClient(EchoService, transport(echo.url))
+    await closedLoop(1, 64, () => echoClient.echo({ message: 'x' })) // warm-up
     const ceiling = await closedLoop(opts.seconds, 64, () => echoClient.echo({ message: 'x' }))
     await echo.stop()
     echo = undefined
@@ -132,10 +136,7 @@ export async function benchInference(opts: InferenceBenchOptions): Promise<void>
       VIGIL_INFERENCE_WORKER: 'false',
       VIGIL_LOG_LEVEL: 'warn',
     })
-    const client: Client<typeof InferenceService> = createClient(
-      InferenceService,
-      createGrpcTransport({ baseUrl: service.url }),
-    )
+    const client: Client<typeof InferenceService> = createClient(InferenceService, transport(service.url))
     const request = (i: number) => {
       const d = fleet[i % fleet.length] as SyntheticDevice
       return { deviceId: d.id, features: row(d) }
@@ -241,17 +242,17 @@ export async function benchInference(opts: InferenceBenchOptions): Promise<void>
   }
 }
 
-/** The kit's echo server as its own process (the trivial-RPC ceiling). */
+/** The bare echo server as its own process (the trivial-RPC ceiling). */
 async function startEcho(): Promise<ServiceProcess> {
   const { freePort } = await import('../test/fixtures/ports.js')
   const port = await freePort()
-  const entry = new URL('../test/fixtures/echo-server.ts', import.meta.url).pathname
+  const entry = new URL('./bare-echo-server.ts', import.meta.url).pathname
   const child = startChild(process.execPath, ['--import', 'tsx', entry], {
     env: { ...process.env, VIGIL_PORT: String(port), VIGIL_LOG_LEVEL: 'warn' },
   })
   const url = `http://127.0.0.1:${port}`
   for (let i = 0; i < 150; i++) {
-    if ((await fetch(`${url}/readyz`).catch(() => undefined))?.status === 200) return { ...child, url, port }
+    if (child.output().includes('listening')) return { ...child, url, port }
     await new Promise((r) => setTimeout(r, 100))
   }
   throw new Error(`echo server did not start:\n${child.output()}`)

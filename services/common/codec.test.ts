@@ -9,6 +9,7 @@ import {
   ReadingSchema,
 } from '../../gen/vigil/telemetry/v1/telemetry_pb.js'
 import {
+  decodeForScoring,
   decodeReadingBatch,
   encodeInferenceBatch,
   encodeReadingBatch,
@@ -118,5 +119,96 @@ describe('codec', () => {
       )
       assert.deepEqual(encodeInferenceBatch(batchId, inferences), expected)
     }
+  })
+
+  it('encodes many varied inferences as protobuf-es does', () => {
+    let seed = 7
+    const rand = () => {
+      seed = (seed * 1103515245 + 12345) % 2147483648
+      return seed / 2147483648
+    }
+    const stamps = [
+      { seconds: -62135596800n, nanos: 999_999_999 },
+      { seconds: 253402300799n, nanos: 1 },
+      { seconds: 0n, nanos: 0 },
+      { seconds: 1_700_000_000n, nanos: 0 },
+    ]
+    const inferences: InferenceFields[] = Array.from({ length: 300 }, (_, k) => ({
+      eventId: k % 7 === 0 ? `dév-${k}:✓` : `d-${k % 13}:seq:${k}`,
+      deviceId: `d-${k % 13}`,
+      ts: stamps[k % stamps.length],
+      score: k % 11 === 0 ? 0 : rand(),
+      label: ['OK', 'WARN', 'ALERT'][k % 3] as string,
+      anomalies: Array.from({ length: k % 3 }, (_, j) => ({
+        name: `s${j}`,
+        severity: 'medium',
+        ratio: rand() * 100,
+      })),
+      explain:
+        k % 5 === 0
+          ? undefined
+          : {
+              shapTop: Array.from({ length: 3 }, (_, j) => ({
+                name: `s${j}`,
+                contribution: rand(),
+                value: rand() * 1e6 - 5e5,
+              })),
+              spe: rand() * 1e3,
+              speLimit: 0.5,
+              t2: k % 4 === 0 ? 0 : rand() * 50,
+              t2Limit: 19,
+            },
+      model: { name: k % 2 ? 'fleet' : `device-d-${k % 13}`, version: (k % 5) * 1000 },
+      inferredAt: stamps[(k + 1) % stamps.length],
+      features: Object.fromEntries(
+        Array.from({ length: k % 8 }, (_, j) => [`sensor_${j}`, rand() * 200 - 100]),
+      ),
+    }))
+    const expected = toBinary(
+      InferenceBatchSchema,
+      create(InferenceBatchSchema, {
+        batchId: 'inf-bench-1',
+        inferences: inferences.map((i) =>
+          create(InferenceSchema, i as MessageInitShape<typeof InferenceSchema>),
+        ),
+      }),
+    )
+    assert.deepEqual(encodeInferenceBatch('inf-bench-1', inferences), expected)
+  })
+
+  it('decodes for scoring: ids, site, sensors, and the timestamp kept encoded for the inference', () => {
+    const ts = timestampFromDate(new Date('2025-08-26T12:34:56.789Z'))
+    const reading = create(ReadingSchema, {
+      eventId: 'e-1',
+      deviceId: 'd-1',
+      ts,
+      sensors: { temp: 21.5, rpm: 0 },
+      meta: { fw: '1.0', site: 'north' },
+      seq: 9n,
+      receivedAt: ts,
+    })
+    const bytes = encodeReadingBatch('b-1', [reading, create(ReadingSchema, { deviceId: 'bare' })], 'x')
+    const { batchId, readings } = decodeForScoring(bytes)
+    assert.equal(batchId, 'b-1')
+    assert.deepEqual(
+      readings.map(({ tsBytes: _, ...rest }) => rest),
+      [
+        { eventId: 'e-1', deviceId: 'd-1', site: 'north', sensors: { temp: 21.5, rpm: 0 } },
+        { eventId: '', deviceId: 'bare', site: undefined, sensors: {} },
+      ],
+    )
+    const base = {
+      eventId: 'e-1',
+      deviceId: 'd-1',
+      score: 0.1,
+      label: 'OK',
+      anomalies: [],
+      features: { temp: 21.5 },
+    }
+    assert.deepEqual(
+      encodeInferenceBatch('i', [{ ...base, tsBytes: readings[0]?.tsBytes }]),
+      encodeInferenceBatch('i', [{ ...base, ts }]),
+    )
+    assert.throws(() => decodeForScoring(bytes.subarray(0, bytes.length - 12)))
   })
 })

@@ -1,7 +1,8 @@
+import { availableParallelism } from 'node:os'
 import type { CommonConfig, EnvReader } from '../common/config.js'
 
 export interface InferenceConfig extends CommonConfig {
-  /** ONNX Runtime worker threads (each holds every model). */
+  /** ONNX Runtime worker threads (each holds every model); default: the cores, at most 4. */
   threads: number
   /** Execution provider asked for; `cuda` falls back to the CPU with a log line where it cannot load. */
   provider: 'cpu' | 'cuda'
@@ -21,7 +22,7 @@ export interface InferenceConfig extends CommonConfig {
 export function readInferenceConfig(r: EnvReader, common: CommonConfig): InferenceConfig {
   return {
     ...common,
-    threads: r.int('VIGIL_INFERENCE_THREADS', 1, 1, 64),
+    threads: r.int('VIGIL_INFERENCE_THREADS', Math.min(4, availableParallelism()), 1, 64),
     provider: r.oneOf('VIGIL_INFERENCE_PROVIDER', ['cpu', 'cuda'] as const, 'cpu'),
     worker: r.bool('VIGIL_INFERENCE_WORKER', true),
     workerConcurrency: r.int('VIGIL_INFERENCE_CONCURRENCY', 4, 1, 256),

@@ -74,11 +74,21 @@ export interface Interpretation {
 /** How many features the explanation names. */
 export const EXPLAIN_TOP = 3
 
+const names = new Map<string, string>()
+
 /** The model name of a scope: `fleet`, `site-<key>`, `device-<key>` (key escaped for KV keys). */
 export function modelName(scope: ModelScopeName, key = ''): string {
   if (scope === 'fleet') return 'fleet'
   if (!key) throw new Error(`a ${scope} model needs a ${scope} id`)
-  return `${scope}-${key.replace(/[^A-Za-z0-9_-]/g, (c) => `=${c.charCodeAt(0).toString(16).padStart(2, '0')}`)}`
+  const cacheKey = `${scope}\u0000${key}`
+  let name = names.get(cacheKey)
+  if (name === undefined) {
+    // Looked up for every reading scored: remember (bounded).
+    if (names.size >= 50_000) names.clear()
+    name = `${scope}-${key.replace(/[^A-Za-z0-9_-]/g, (c) => `=${c.charCodeAt(0).toString(16).padStart(2, '0')}`)}`
+    names.set(cacheKey, name)
+  }
+  return name
 }
 
 /** Turns one row of graph outputs into what the API answers. */
@@ -95,26 +105,39 @@ export function interpret(
   const label = score >= spec.thresholds.alert ? 'ALERT' : score >= spec.thresholds.warn ? 'WARN' : 'OK'
   let total = 0
   for (let j = 0; j < f; j++) total += out.contributions[row * f + j] as number
-  const contributions: { name: string; contribution: number; value: number }[] = []
-  const anomalies: Interpretation['anomalies'] = []
+  // The top features by contribution (a few of a handful: insertion into a short list).
+  const top: number[] = []
   for (let j = 0; j < f; j++) {
-    const name = spec.features[j] as string
-    const part = out.contributions[row * f + j] as number
-    contributions.push({ name, contribution: total > 0 ? part / total : 0, value: values[j] as number })
-    if (label === 'OK') continue
-    const residual = out.speParts[row * f + j] as number
-    const z = (((values[j] as number) - (spec.mean[j] as number)) / (spec.scale[j] as number)) ** 2
-    const ratio = Math.max(residual / (spec.levels.residual[j] as number), z / (spec.levels.z[j] as number))
-    if (ratio >= ANOMALY_RATIO) anomalies.push({ name, severity: severityOf(ratio), ratio })
+    const c = out.contributions[row * f + j] as number
+    let at = top.length
+    while (at > 0 && (out.contributions[row * f + (top[at - 1] as number)] as number) < c) at--
+    if (at < EXPLAIN_TOP) {
+      top.splice(at, 0, j)
+      if (top.length > EXPLAIN_TOP) top.pop()
+    }
   }
-  contributions.sort((a, b) => b.contribution - a.contribution)
-  anomalies.sort((a, b) => b.ratio - a.ratio)
+  const shapTop = top.map((j) => ({
+    name: spec.features[j] as string,
+    contribution: total > 0 ? (out.contributions[row * f + j] as number) / total : 0,
+    value: values[j] as number,
+  }))
+  const anomalies: Interpretation['anomalies'] = []
+  if (label !== 'OK') {
+    for (let j = 0; j < f; j++) {
+      const residual = out.speParts[row * f + j] as number
+      const z = (((values[j] as number) - (spec.mean[j] as number)) / (spec.scale[j] as number)) ** 2
+      const ratio = Math.max(residual / (spec.levels.residual[j] as number), z / (spec.levels.z[j] as number))
+      if (ratio >= ANOMALY_RATIO)
+        anomalies.push({ name: spec.features[j] as string, severity: severityOf(ratio), ratio })
+    }
+    anomalies.sort((a, b) => b.ratio - a.ratio)
+  }
   return {
     score,
     label,
     anomalies,
     explain: {
-      shapTop: contributions.slice(0, EXPLAIN_TOP),
+      shapTop,
       spe,
       speLimit: spec.speLimit,
       t2,

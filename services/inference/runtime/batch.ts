@@ -1,7 +1,7 @@
 // Scores one ReadingBatch from its bytes to the bytes of its InferenceBatch: decode, route each
 // reading to its model, one run per model, interpret, encode. Runs inside a scoring thread (so the
 // service's event loop only moves bytes); pure apart from `run`, so it is tested without threads.
-import { decodeReadingBatch, encodeInferenceBatch, type InferenceFields } from '../../common/codec.js'
+import { decodeForScoring, encodeInferenceBatch, type InferenceFields } from '../../common/codec.js'
 import { type Interpretation, interpret, type ModelSpec, type ScoreOutputs } from '../model/spec.js'
 import { type Routes, selectRoute } from '../routing.js'
 
@@ -46,9 +46,9 @@ export async function scoreReadingBatch(
   canaryPercent: number,
   models: Map<string, RunnableModel>,
 ): Promise<BatchOutcome> {
-  let batch: ReturnType<typeof decodeReadingBatch>
+  let batch: ReturnType<typeof decodeForScoring>
   try {
-    batch = decodeReadingBatch(data)
+    batch = decodeForScoring(data)
   } catch (err) {
     throw new UndecodableBatchError(`not a ReadingBatch: ${(err as Error).message}`)
   }
@@ -63,7 +63,7 @@ export async function scoreReadingBatch(
   }
   const groups = new Map<string, number[]>()
   readings.forEach((r, i) => {
-    const key = selectRoute(routes, r.deviceId, r.meta.site, canaryPercent)
+    const key = selectRoute(routes, r.deviceId, r.site, canaryPercent)
     const model = key === undefined ? undefined : models.get(key)
     if (!model || key === undefined) {
       outcome.noModel++
@@ -105,7 +105,7 @@ export async function scoreReadingBatch(
       results[readingIndex] = {
         eventId: r.eventId,
         deviceId: r.deviceId,
-        ts: r.ts,
+        tsBytes: r.tsBytes,
         inferredAt,
         features: r.sensors,
         ...inferenceFields(spec, result),
