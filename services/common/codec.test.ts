@@ -191,7 +191,10 @@ describe('codec', () => {
     const { batchId, readings } = decodeForScoring(bytes)
     assert.equal(batchId, 'b-1')
     assert.deepEqual(
-      readings.map(({ tsBytes: _, ...rest }) => rest),
+      readings.map(({ tsBytes: _, eventIdBytes, ...rest }) => ({
+        eventId: Buffer.from(eventIdBytes).toString(),
+        ...rest,
+      })),
       [
         { eventId: 'e-1', deviceId: 'd-1', site: 'north', sensors: { temp: 21.5, rpm: 0 } },
         { eventId: '', deviceId: 'bare', site: undefined, sensors: {} },
@@ -206,7 +209,9 @@ describe('codec', () => {
       features: { temp: 21.5 },
     }
     assert.deepEqual(
-      encodeInferenceBatch('i', [{ ...base, tsBytes: readings[0]?.tsBytes }]),
+      encodeInferenceBatch('i', [
+        { ...base, eventId: '', eventIdBytes: readings[0]?.eventIdBytes, tsBytes: readings[0]?.tsBytes },
+      ]),
       encodeInferenceBatch('i', [{ ...base, ts }]),
     )
     assert.throws(() => decodeForScoring(bytes.subarray(0, bytes.length - 12)))

@@ -10,6 +10,7 @@ import type { Inference, Reading } from '../../gen/vigil/telemetry/v1/telemetry_
 // rather than encoding the same text again each time. Bounded; cleared when full.
 const utf8 = new Map<string, Uint8Array>()
 const encoder = new TextEncoder()
+const EMPTY = new Uint8Array(0)
 
 function writeRepeatedString(w: BinaryWriter, field: number, text: string): void {
   let bytes = utf8.get(text)
@@ -147,14 +148,56 @@ export function decodeReadingBatch(bytes: Uint8Array): {
   return { batchId, readings, source }
 }
 
-/** What the async scorer needs of a reading; `ts` stays encoded (it is copied into the inference). */
+/** What the async scorer needs of a reading; the event id and `ts` stay encoded (copied into the inference). */
 export interface ScoringReading {
-  eventId: string
+  /** UTF-8 bytes of the event id. */
+  eventIdBytes: Uint8Array
   deviceId: string
   site: string | undefined
   sensors: Record<string, number>
   /** The encoded google.protobuf.Timestamp of field 3, when present. */
   tsBytes: Uint8Array | undefined
+}
+
+// Device ids, sensor names and sites repeat in every batch: map their bytes to the string made the
+// first time (FNV-1a over the bytes, then a byte comparison), so decoding makes no new strings.
+const STRING_CACHE_MAX = 50_000
+const strings = new Map<number, { bytes: Uint8Array; text: string }[]>()
+let stringCount = 0
+const textDecoder = new TextDecoder()
+
+function cachedString(buf: Uint8Array, start: number, end: number): string {
+  const n = end - start
+  if (n > 128) return textDecoder.decode(buf.subarray(start, end))
+  let h = 0x811c9dc5
+  for (let k = start; k < end; k++) h = Math.imul(h ^ (buf[k] as number), 0x01000193)
+  const bucket = strings.get(h)
+  if (bucket) {
+    outer: for (const e of bucket) {
+      if (e.bytes.length !== n) continue
+      for (let k = 0; k < n; k++) if (e.bytes[k] !== buf[start + k]) continue outer
+      return e.text
+    }
+  }
+  if (stringCount >= STRING_CACHE_MAX) {
+    strings.clear()
+    stringCount = 0
+  }
+  const bytes = buf.slice(start, end)
+  const text = textDecoder.decode(bytes)
+  if (bucket) bucket.push({ bytes, text })
+  else strings.set(h, [{ bytes, text }])
+  stringCount++
+  return text
+}
+
+/** Reads a length-delimited string through the cache. */
+function readCachedString(r: BinaryReader, buf: Uint8Array): string {
+  const len = r.uint32()
+  const start = r.pos
+  r.pos += len
+  if (r.pos > r.len) throw new Error('premature end of a string')
+  return cachedString(buf, start, r.pos)
 }
 
 /**
@@ -171,7 +214,7 @@ export function decodeForScoring(bytes: Uint8Array): { batchId: string; readings
       const end = r.uint32() + r.pos
       if (end > r.len) throw new Error('premature end of a ReadingBatch')
       const reading: ScoringReading = {
-        eventId: '',
+        eventIdBytes: EMPTY,
         deviceId: '',
         site: undefined,
         sensors: {},
@@ -180,14 +223,30 @@ export function decodeForScoring(bytes: Uint8Array): { batchId: string; readings
       while (r.pos < end) {
         const [fno, fwt] = r.tag()
         if (fwt !== WireType.LengthDelimited) r.skip(fwt, fno)
-        else if (fno === 1) reading.eventId = r.string()
-        else if (fno === 2) reading.deviceId = r.string()
+        else if (fno === 1) reading.eventIdBytes = r.bytes()
+        else if (fno === 2) reading.deviceId = readCachedString(r, bytes)
         else if (fno === 3) reading.tsBytes = r.bytes()
         else if (fno === 4) {
-          const [k, v] = readEntry(r, readDouble, 0)
+          const entryEnd = r.uint32() + r.pos
+          let k = ''
+          let v = 0
+          while (r.pos < entryEnd) {
+            const [eno, ewt] = r.tag()
+            if (eno === 1 && ewt === WireType.LengthDelimited) k = readCachedString(r, bytes)
+            else if (eno === 2 && ewt === WireType.Bit64) v = r.double()
+            else r.skip(ewt, eno)
+          }
           reading.sensors[k] = v
         } else if (fno === 5) {
-          const [k, v] = readEntry(r, readString, '')
+          const entryEnd = r.uint32() + r.pos
+          let k = ''
+          let v = ''
+          while (r.pos < entryEnd) {
+            const [eno, ewt] = r.tag()
+            if (eno === 1 && ewt === WireType.LengthDelimited) k = readCachedString(r, bytes)
+            else if (eno === 2 && ewt === WireType.LengthDelimited) v = readCachedString(r, bytes)
+            else r.skip(ewt, eno)
+          }
           if (k === 'site') reading.site = v
         } else r.skip(fwt, fno)
       }
@@ -207,6 +266,8 @@ export type InferenceFields = Omit<
   ts?: Pick<Timestamp, 'seconds' | 'nanos'>
   /** The timestamp already encoded (from decodeForScoring); used instead of `ts`. */
   tsBytes?: Uint8Array
+  /** The event id already encoded (from decodeForScoring); used instead of `eventId`. */
+  eventIdBytes?: Uint8Array
   inferredAt?: Pick<Timestamp, 'seconds' | 'nanos'>
   anomalies: { name: string; severity: string; ratio: number }[]
   explain?: {
@@ -361,7 +422,7 @@ function putBytes(out: Out, field: number, b: Uint8Array): void {
 }
 
 function encodeInference(out: Out, i: InferenceFields): void {
-  const eventId = i.eventId === '' ? EMPTY : utf8Of(i.eventId)
+  const eventId = i.eventIdBytes ?? (i.eventId === '' ? EMPTY : utf8Of(i.eventId))
   const deviceId = cachedUtf8(i.deviceId)
   const label = cachedUtf8(i.label)
   let size = bytesSize(eventId) + bytesSize(deviceId) + doubleSize(i.score) + bytesSize(label)
@@ -442,8 +503,6 @@ function encodeInference(out: Out, i: InferenceFields): void {
     out.double(2, i.features[name] as number)
   }
 }
-
-const EMPTY = new Uint8Array(0)
 
 /** `toBinary(InferenceBatchSchema, {batchId, inferences})`, without reflection. */
 export function encodeInferenceBatch(batchId: string, inferences: InferenceFields[]): Uint8Array {

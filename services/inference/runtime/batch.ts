@@ -103,7 +103,8 @@ export async function scoreReadingBatch(
       outcome.labels[result.label]++
       scores.push(result.score)
       results[readingIndex] = {
-        eventId: r.eventId,
+        eventId: '',
+        eventIdBytes: r.eventIdBytes,
         deviceId: r.deviceId,
         tsBytes: r.tsBytes,
         inferredAt,
