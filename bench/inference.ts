@@ -127,7 +127,7 @@ export async function benchInference(opts: InferenceBenchOptions): Promise<void>
     await echo.stop()
     echo = undefined
     say(
-      `  trivial RPC ceiling (EchoService, 64 in flight): ${fmt(ceiling.perSecond)} calls/s, p99 ${ceiling.p99.toFixed(1)} ms`,
+      `  bare connect-node trivial RPC (64 in flight): ${fmt(ceiling.perSecond)} calls/s, p99 ${ceiling.p99.toFixed(1)} ms`,
     )
 
     service = await startService('inference', {
@@ -205,8 +205,12 @@ export async function benchInference(opts: InferenceBenchOptions): Promise<void>
       VIGIL_NATS_URL: nats.url,
       VIGIL_BOOTSTRAP_ROWS: '0',
       VIGIL_LOG_LEVEL: 'warn',
+      ...(process.env.VIGIL_INFERENCE_CONCURRENCY
+        ? { VIGIL_INFERENCE_CONCURRENCY: process.env.VIGIL_INFERENCE_CONCURRENCY }
+        : {}),
     })
     const workerStart = Date.now()
+    const cpuBefore = processUsage(service.proc.pid!).cpuSeconds
     for (;;) {
       const info = await jsm.streams.info(BUS.streams.inferences)
       if (info.state.messages >= batches) break
@@ -217,9 +221,10 @@ export async function benchInference(opts: InferenceBenchOptions): Promise<void>
     const span = (Date.parse(info.state.last_ts) - Date.parse(info.state.first_ts)) / 1000
     const workerRate = (readings * (batches - 1)) / batches / Math.max(span, 1e-3)
     const usage = processUsage(service.proc.pid!)
+    const cores = (usage.cpuSeconds - cpuBefore) / ((Date.now() - workerStart) / 1000)
     say(
       `  async worker: ${fmt(workerRate)} readings/s = ${(workerRate / bareRate).toFixed(2)} × bare consume + ack ` +
-        `(first to last InferenceBatch on the bus), peak RSS ${usage.peakRssMb.toFixed(0)} MB`,
+        `(first to last InferenceBatch on the bus), ${cores.toFixed(2)} cores, peak RSS ${usage.peakRssMb.toFixed(0)} MB`,
     )
     say('')
     say('| figure | value | reference | ratio |')
