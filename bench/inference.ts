@@ -123,11 +123,14 @@ export async function benchInference(opts: InferenceBenchOptions): Promise<void>
     echo = await startEcho()
     const echoClient = createClient(EchoService, transport(echo.url))
     await closedLoop(1, 64, () => echoClient.echo({ message: 'x' })) // warm-up
+    const echoBefore = processUsage(echo.proc.pid!)
     const ceiling = await closedLoop(opts.seconds, 64, () => echoClient.echo({ message: 'x' }))
+    const echoCores = (processUsage(echo.proc.pid!).cpuSeconds - echoBefore.cpuSeconds) / opts.seconds
     await echo.stop()
     echo = undefined
     say(
-      `  bare connect-node trivial RPC (64 in flight): ${fmt(ceiling.perSecond)} calls/s, p99 ${ceiling.p99.toFixed(1)} ms`,
+      `  bare connect-node trivial RPC (64 in flight): ${fmt(ceiling.perSecond)} calls/s, p99 ${ceiling.p99.toFixed(1)} ms, ` +
+        `server ${echoCores.toFixed(2)} cores (${((echoCores / ceiling.perSecond) * 1e6).toFixed(0)} µs CPU per call)`,
     )
 
     service = await startService('inference', {
@@ -147,10 +150,11 @@ export async function benchInference(opts: InferenceBenchOptions): Promise<void>
     const before = processUsage(service.proc.pid!)
     const infer = await closedLoop(opts.seconds, 64, () => client.infer(requests[k++ % requests.length]!))
     const after = processUsage(service.proc.pid!)
+    const inferCores = (after.cpuSeconds - before.cpuSeconds) / opts.seconds
     say(
       `  Infer (64 in flight): ${fmt(infer.perSecond)} calls/s = ${(infer.perSecond / ceiling.perSecond).toFixed(2)} × the ceiling, ` +
         `p50 ${infer.p50.toFixed(1)} ms, p99 ${infer.p99.toFixed(1)} ms, ${infer.errors} errors, ` +
-        `${((after.cpuSeconds - before.cpuSeconds) / opts.seconds).toFixed(2)} cores`,
+        `server ${inferCores.toFixed(2)} cores (${((inferCores / infer.perSecond) * 1e6).toFixed(0)} µs CPU per call)`,
     )
 
     // 3. InferBatch.
@@ -235,9 +239,12 @@ export async function benchInference(opts: InferenceBenchOptions): Promise<void>
     say(
       `| Infer, 64 in flight | ${fmt(infer.perSecond)} calls/s, p99 ${infer.p99.toFixed(1)} ms | trivial RPC ${fmt(ceiling.perSecond)} calls/s | ${(infer.perSecond / ceiling.perSecond).toFixed(2)} (target ≥ 0.8) |`,
     )
+    say(
+      `| server CPU per call | Infer ${((inferCores / infer.perSecond) * 1e6).toFixed(0)} µs | trivial RPC ${((echoCores / ceiling.perSecond) * 1e6).toFixed(0)} µs | ${(echoCores / ceiling.perSecond / (inferCores / infer.perSecond)).toFixed(2)} |`,
+    )
     say(`| InferBatch, 1,000 per call | ${fmt(batch.perSecond * 1000)} rows/s | | |`)
     say(
-      `| async worker, batches of 500 | ${fmt(workerRate)} readings/s | bare consume + ack ${fmt(bareRate)} readings/s | ${(workerRate / bareRate).toFixed(2)} (target ≥ 200k readings/s) |`,
+      `| async worker, batches of 500 | ${fmt(workerRate)} readings/s | bare consume + ack ${fmt(bareRate)} readings/s | ${(workerRate / bareRate).toFixed(2)} (target ≥ 200k readings/s), ${cores.toFixed(2)} cores |`,
     )
   } finally {
     await service?.stop()
