@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 import { ConfigError } from '../common/config.js'
+import { devices } from './devices.js'
 import { models } from './models.js'
 import { train } from './train.js'
 import { up } from './up.js'
@@ -12,6 +13,7 @@ Commands:
   up [--simulate N | --no-simulate]   run the whole stack on this machine until Ctrl-C
   train [options]                     fit an anomaly model from stored telemetry or a file
   models list|show|promote|rollback   the model registry
+  devices add|list|show|update|revoke the device registry
   help                                this text
 
 "vigil <command> --help" tells more about one command.
@@ -28,6 +30,8 @@ async function main(argv: string[]): Promise<number> {
       return train(rest)
     case 'models':
       return models(rest)
+    case 'devices':
+      return devices(rest)
     case undefined:
     case 'help':
     case '--help':

@@ -5,6 +5,7 @@ import { ConnectError, createClient } from '@connectrpc/connect'
 import { createConnectTransport } from '@connectrpc/connect-node'
 import { InferenceService, type Model, ModelScope } from '../../gen/vigil/inference/v1/inference_pb.js'
 import { DEFAULT_PORTS, EnvReader } from '../common/config.js'
+import { printTable } from './table.js'
 
 export const MODELS_HELP = `vigil models — the model registry
 
@@ -45,7 +46,7 @@ export async function models(argv: string[]): Promise<number> {
           out('no models yet')
           return 0
         }
-        table(
+        printTable(
           ['NAME', 'VERSION', 'ALIASES', 'SCOPE', 'FEATURES', 'ROWS', 'SOURCE', 'CREATED'],
           res.models.map((m) => [
             m.ref?.name ?? '',
@@ -131,15 +132,4 @@ function show(m: Model, out: (line: string) => void): void {
     )
   out(`  size         ${m.sizeBytes} bytes`)
   for (const [k, v] of Object.entries(m.metrics).sort()) out(`  ${k.padEnd(12)} ${Number(v.toPrecision(6))}`)
-}
-
-function table(head: string[], rows: string[][], out: (line: string) => void): void {
-  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)))
-  const line = (cells: string[]) =>
-    cells
-      .map((c, i) => c.padEnd(widths[i] ?? 0))
-      .join('  ')
-      .trimEnd()
-  out(line(head))
-  for (const r of rows) out(line(r))
 }

@@ -1,7 +1,8 @@
-// vigil-query: QueryService (and, with embedded ClickHouse, the store's writer) on port 8080.
+// vigil-query: QueryService, DeviceService (and, with embedded ClickHouse, the store's writer) on port 8080.
 import { connectBus } from '../common/bus.js'
 import { migrate, openClickHouse } from '../common/clickhouse.js'
 import { DEFAULT_PORTS } from '../common/config.js'
+import { DeviceRegistry } from '../common/devices.js'
 import { runService } from '../common/service.js'
 import { MIGRATIONS } from '../store/migrations.js'
 import { startStoreWriters } from '../store/start.js'
@@ -23,6 +24,7 @@ await runService({
       await startStoreWriters(kit, ch, bus)
       log.info('running the store writer in this process (embedded ClickHouse)')
     }
-    return { routes: queryRoutes({ config, ch, nc: bus.nc, log }) }
+    const devices = await DeviceRegistry.open(bus.nc)
+    return { routes: queryRoutes({ config, ch, nc: bus.nc, log }, devices) }
   },
 })

@@ -1,6 +1,9 @@
 import type { ConnectRouter } from '@connectrpc/connect'
+import { DeviceService } from '../../../gen/vigil/device/v1/device_pb.js'
 import { QueryService } from '../../../gen/vigil/query/v1/query_pb.js'
+import type { DeviceRegistry } from '../../common/devices.js'
 import type { QueryContext } from '../context.js'
+import { deviceRegistryRoutes } from './devices.js'
 import { exportReadings } from './export-readings.js'
 import { getFleetSummary } from './get-fleet-summary.js'
 import { getLatest } from './get-latest.js'
@@ -9,9 +12,10 @@ import { listDevices } from './list-devices.js'
 import { queryRange } from './query-range.js'
 import { watch } from './watch.js'
 
-/** vigil.query.v1.QueryService. */
-export function queryRoutes(ctx: QueryContext) {
-  return (router: ConnectRouter) =>
+/** vigil.query.v1.QueryService and vigil.device.v1.DeviceService (its registry RPCs). */
+export function queryRoutes(ctx: QueryContext, devices?: DeviceRegistry) {
+  return (router: ConnectRouter) => {
+    if (devices) router.service(DeviceService, deviceRegistryRoutes(devices))
     router.service(QueryService, {
       listDevices: (req) => listDevices(ctx, req),
       getLatest: (req) => getLatest(ctx, req),
@@ -21,4 +25,5 @@ export function queryRoutes(ctx: QueryContext) {
       watch: (req, hctx) => watch(ctx, req, hctx),
       exportReadings: (req) => exportReadings(ctx, req),
     })
+  }
 }

@@ -14,7 +14,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file vigil/device/v1/device.proto.
  */
 export const file_vigil_device_v1_device: GenFile = /*@__PURE__*/
-  fileDesc("Chx2aWdpbC9kZXZpY2UvdjEvZGV2aWNlLnByb3RvEg92aWdpbC5kZXZpY2UudjEirgIKBkRldmljZRIRCglkZXZpY2VfaWQYASABKAkSDAoEc2l0ZRgCIAEoCRIzCgZsYWJlbHMYAyADKAsyIy52aWdpbC5kZXZpY2UudjEuRGV2aWNlLkxhYmVsc0VudHJ5Ei0KBnN0YXR1cxgEIAEoDjIdLnZpZ2lsLmRldmljZS52MS5EZXZpY2VTdGF0dXMSLgoKY3JlYXRlZF9hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKdXBkYXRlZF9hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEAoIdXNlcm5hbWUYByABKAkaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJlCgxEZXZpY2VSZWNvcmQSJwoGZGV2aWNlGAEgASgLMhcudmlnaWwuZGV2aWNlLnYxLkRldmljZRIVCg1wYXNzd29yZF9oYXNoGAIgASgMEhUKDXBhc3N3b3JkX3NhbHQYAyABKAwiMQoLQ3JlZGVudGlhbHMSEAoIdXNlcm5hbWUYASABKAkSEAoIcGFzc3dvcmQYAiABKAkiqwEKFVJlZ2lzdGVyRGV2aWNlUmVxdWVzdBIRCglkZXZpY2VfaWQYASABKAkSDAoEc2l0ZRgCIAEoCRJCCgZsYWJlbHMYAyADKAsyMi52aWdpbC5kZXZpY2UudjEuUmVnaXN0ZXJEZXZpY2VSZXF1ZXN0LkxhYmVsc0VudHJ5Gi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEidAoWUmVnaXN0ZXJEZXZpY2VSZXNwb25zZRInCgZkZXZpY2UYASABKAsyFy52aWdpbC5kZXZpY2UudjEuRGV2aWNlEjEKC2NyZWRlbnRpYWxzGAIgASgLMhwudmlnaWwuZGV2aWNlLnYxLkNyZWRlbnRpYWxzIiUKEEdldERldmljZVJlcXVlc3QSEQoJZGV2aWNlX2lkGAEgASgJIjwKEUdldERldmljZVJlc3BvbnNlEicKBmRldmljZRgBIAEoCzIXLnZpZ2lsLmRldmljZS52MS5EZXZpY2UizQEKE1VwZGF0ZURldmljZVJlcXVlc3QSEQoJZGV2aWNlX2lkGAEgASgJEhEKBHNpdGUYAiABKAlIAIgBARJACgZsYWJlbHMYAyADKAsyMC52aWdpbC5kZXZpY2UudjEuVXBkYXRlRGV2aWNlUmVxdWVzdC5MYWJlbHNFbnRyeRIWCg5yZXBsYWNlX2xhYmVscxgEIAEoCBotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBQgcKBV9zaXRlIj8KFFVwZGF0ZURldmljZVJlc3BvbnNlEicKBmRldmljZRgBIAEoCzIXLnZpZ2lsLmRldmljZS52MS5EZXZpY2UiKAoTUmV2b2tlRGV2aWNlUmVxdWVzdBIRCglkZXZpY2VfaWQYASABKAkiPwoUUmV2b2tlRGV2aWNlUmVzcG9uc2USJwoGZGV2aWNlGAEgASgLMhcudmlnaWwuZGV2aWNlLnYxLkRldmljZSJ5ChFDb21tYW5kVHJhbnNpdGlvbhIsCgVzdGF0ZRgBIAEoDjIdLnZpZ2lsLmRldmljZS52MS5Db21tYW5kU3RhdGUSJgoCYXQYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg4KBmRldGFpbBgDIAEoCSLUAgoHQ29tbWFuZBISCgpjb21tYW5kX2lkGAEgASgJEhEKCWRldmljZV9pZBgCIAEoCRIMCgRuYW1lGAMgASgJEigKB3BheWxvYWQYBCABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EiwKBXN0YXRlGAUgASgOMh0udmlnaWwuZGV2aWNlLnYxLkNvbW1hbmRTdGF0ZRIzCgdoaXN0b3J5GAYgAygLMiIudmlnaWwuZGV2aWNlLnYxLkNvbW1hbmRUcmFuc2l0aW9uEicKBnJlc3VsdBgHIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSLgoKY3JlYXRlZF9hdBgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKZXhwaXJlc19hdBgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAi1AEKElNlbmRDb21tYW5kUmVxdWVzdBIRCglkZXZpY2VfaWQYASABKAkSDAoEbmFtZRgCIAEoCRIoCgdwYXlsb2FkGAMgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIqCgd0aW1lb3V0GAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhgKEHF1ZXVlX2lmX29mZmxpbmUYBSABKAgSLQoKZXhwaXJlc19pbhgGIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiJAChNTZW5kQ29tbWFuZFJlc3BvbnNlEikKB2NvbW1hbmQYASABKAsyGC52aWdpbC5kZXZpY2UudjEuQ29tbWFuZCJPChNMaXN0Q29tbWFuZHNSZXF1ZXN0EhEKCWRldmljZV9pZBgBIAEoCRIRCglwYWdlX3NpemUYAiABKA0SEgoKcGFnZV90b2tlbhgDIAEoCSJbChRMaXN0Q29tbWFuZHNSZXNwb25zZRIqCghjb21tYW5kcxgBIAMoCzIYLnZpZ2lsLmRldmljZS52MS5Db21tYW5kEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSpiCgxEZXZpY2VTdGF0dXMSHQoZREVWSUNFX1NUQVRVU19VTlNQRUNJRklFRBAAEhgKFERFVklDRV9TVEFUVVNfQUNUSVZFEAESGQoVREVWSUNFX1NUQVRVU19SRVZPS0VEEAIqgQIKDENvbW1hbmRTdGF0ZRIdChlDT01NQU5EX1NUQVRFX1VOU1BFQ0lGSUVEEAASGAoUQ09NTUFORF9TVEFURV9RVUVVRUQQARIWChJDT01NQU5EX1NUQVRFX1NFTlQQAhIXChNDT01NQU5EX1NUQVRFX0FDS0VEEAMSGgoWQ09NTUFORF9TVEFURV9SRUpFQ1RFRBAEEhsKF0NPTU1BTkRfU1RBVEVfVElNRURfT1VUEAUSGQoVQ09NTUFORF9TVEFURV9PRkZMSU5FEAYSGQoVQ09NTUFORF9TVEFURV9FWFBJUkVEEAcSGAoUQ09NTUFORF9TVEFURV9GQUlMRUQQCDK3BAoNRGV2aWNlU2VydmljZRJhCg5SZWdpc3RlckRldmljZRImLnZpZ2lsLmRldmljZS52MS5SZWdpc3RlckRldmljZVJlcXVlc3QaJy52aWdpbC5kZXZpY2UudjEuUmVnaXN0ZXJEZXZpY2VSZXNwb25zZRJSCglHZXREZXZpY2USIS52aWdpbC5kZXZpY2UudjEuR2V0RGV2aWNlUmVxdWVzdBoiLnZpZ2lsLmRldmljZS52MS5HZXREZXZpY2VSZXNwb25zZRJbCgxVcGRhdGVEZXZpY2USJC52aWdpbC5kZXZpY2UudjEuVXBkYXRlRGV2aWNlUmVxdWVzdBolLnZpZ2lsLmRldmljZS52MS5VcGRhdGVEZXZpY2VSZXNwb25zZRJbCgxSZXZva2VEZXZpY2USJC52aWdpbC5kZXZpY2UudjEuUmV2b2tlRGV2aWNlUmVxdWVzdBolLnZpZ2lsLmRldmljZS52MS5SZXZva2VEZXZpY2VSZXNwb25zZRJYCgtTZW5kQ29tbWFuZBIjLnZpZ2lsLmRldmljZS52MS5TZW5kQ29tbWFuZFJlcXVlc3QaJC52aWdpbC5kZXZpY2UudjEuU2VuZENvbW1hbmRSZXNwb25zZRJbCgxMaXN0Q29tbWFuZHMSJC52aWdpbC5kZXZpY2UudjEuTGlzdENvbW1hbmRzUmVxdWVzdBolLnZpZ2lsLmRldmljZS52MS5MaXN0Q29tbWFuZHNSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("Chx2aWdpbC9kZXZpY2UvdjEvZGV2aWNlLnByb3RvEg92aWdpbC5kZXZpY2UudjEirgIKBkRldmljZRIRCglkZXZpY2VfaWQYASABKAkSDAoEc2l0ZRgCIAEoCRIzCgZsYWJlbHMYAyADKAsyIy52aWdpbC5kZXZpY2UudjEuRGV2aWNlLkxhYmVsc0VudHJ5Ei0KBnN0YXR1cxgEIAEoDjIdLnZpZ2lsLmRldmljZS52MS5EZXZpY2VTdGF0dXMSLgoKY3JlYXRlZF9hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKdXBkYXRlZF9hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEAoIdXNlcm5hbWUYByABKAkaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJlCgxEZXZpY2VSZWNvcmQSJwoGZGV2aWNlGAEgASgLMhcudmlnaWwuZGV2aWNlLnYxLkRldmljZRIVCg1wYXNzd29yZF9oYXNoGAIgASgMEhUKDXBhc3N3b3JkX3NhbHQYAyABKAwiMQoLQ3JlZGVudGlhbHMSEAoIdXNlcm5hbWUYASABKAkSEAoIcGFzc3dvcmQYAiABKAkiqwEKFVJlZ2lzdGVyRGV2aWNlUmVxdWVzdBIRCglkZXZpY2VfaWQYASABKAkSDAoEc2l0ZRgCIAEoCRJCCgZsYWJlbHMYAyADKAsyMi52aWdpbC5kZXZpY2UudjEuUmVnaXN0ZXJEZXZpY2VSZXF1ZXN0LkxhYmVsc0VudHJ5Gi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEidAoWUmVnaXN0ZXJEZXZpY2VSZXNwb25zZRInCgZkZXZpY2UYASABKAsyFy52aWdpbC5kZXZpY2UudjEuRGV2aWNlEjEKC2NyZWRlbnRpYWxzGAIgASgLMhwudmlnaWwuZGV2aWNlLnYxLkNyZWRlbnRpYWxzIiUKEEdldERldmljZVJlcXVlc3QSEQoJZGV2aWNlX2lkGAEgASgJIjwKEUdldERldmljZVJlc3BvbnNlEicKBmRldmljZRgBIAEoCzIXLnZpZ2lsLmRldmljZS52MS5EZXZpY2UizQEKE1VwZGF0ZURldmljZVJlcXVlc3QSEQoJZGV2aWNlX2lkGAEgASgJEhEKBHNpdGUYAiABKAlIAIgBARJACgZsYWJlbHMYAyADKAsyMC52aWdpbC5kZXZpY2UudjEuVXBkYXRlRGV2aWNlUmVxdWVzdC5MYWJlbHNFbnRyeRIWCg5yZXBsYWNlX2xhYmVscxgEIAEoCBotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBQgcKBV9zaXRlIj8KFFVwZGF0ZURldmljZVJlc3BvbnNlEicKBmRldmljZRgBIAEoCzIXLnZpZ2lsLmRldmljZS52MS5EZXZpY2UiKAoTUmV2b2tlRGV2aWNlUmVxdWVzdBIRCglkZXZpY2VfaWQYASABKAkiPwoUUmV2b2tlRGV2aWNlUmVzcG9uc2USJwoGZGV2aWNlGAEgASgLMhcudmlnaWwuZGV2aWNlLnYxLkRldmljZSJ4ChJMaXN0RGV2aWNlc1JlcXVlc3QSDAoEc2l0ZRgBIAEoCRItCgZzdGF0dXMYAiABKA4yHS52aWdpbC5kZXZpY2UudjEuRGV2aWNlU3RhdHVzEhEKCXBhZ2Vfc2l6ZRgDIAEoDRISCgpwYWdlX3Rva2VuGAQgASgJIlgKE0xpc3REZXZpY2VzUmVzcG9uc2USKAoHZGV2aWNlcxgBIAMoCzIXLnZpZ2lsLmRldmljZS52MS5EZXZpY2USFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJInkKEUNvbW1hbmRUcmFuc2l0aW9uEiwKBXN0YXRlGAEgASgOMh0udmlnaWwuZGV2aWNlLnYxLkNvbW1hbmRTdGF0ZRImCgJhdBgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDgoGZGV0YWlsGAMgASgJItQCCgdDb21tYW5kEhIKCmNvbW1hbmRfaWQYASABKAkSEQoJZGV2aWNlX2lkGAIgASgJEgwKBG5hbWUYAyABKAkSKAoHcGF5bG9hZBgEIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSLAoFc3RhdGUYBSABKA4yHS52aWdpbC5kZXZpY2UudjEuQ29tbWFuZFN0YXRlEjMKB2hpc3RvcnkYBiADKAsyIi52aWdpbC5kZXZpY2UudjEuQ29tbWFuZFRyYW5zaXRpb24SJwoGcmVzdWx0GAcgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIuCgpjcmVhdGVkX2F0GAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpleHBpcmVzX2F0GAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCLUAQoSU2VuZENvbW1hbmRSZXF1ZXN0EhEKCWRldmljZV9pZBgBIAEoCRIMCgRuYW1lGAIgASgJEigKB3BheWxvYWQYAyABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EioKB3RpbWVvdXQYBCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SGAoQcXVldWVfaWZfb2ZmbGluZRgFIAEoCBItCgpleHBpcmVzX2luGAYgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIkAKE1NlbmRDb21tYW5kUmVzcG9uc2USKQoHY29tbWFuZBgBIAEoCzIYLnZpZ2lsLmRldmljZS52MS5Db21tYW5kIk8KE0xpc3RDb21tYW5kc1JlcXVlc3QSEQoJZGV2aWNlX2lkGAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoDRISCgpwYWdlX3Rva2VuGAMgASgJIlsKFExpc3RDb21tYW5kc1Jlc3BvbnNlEioKCGNvbW1hbmRzGAEgAygLMhgudmlnaWwuZGV2aWNlLnYxLkNvbW1hbmQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJKmIKDERldmljZVN0YXR1cxIdChlERVZJQ0VfU1RBVFVTX1VOU1BFQ0lGSUVEEAASGAoUREVWSUNFX1NUQVRVU19BQ1RJVkUQARIZChVERVZJQ0VfU1RBVFVTX1JFVk9LRUQQAiqBAgoMQ29tbWFuZFN0YXRlEh0KGUNPTU1BTkRfU1RBVEVfVU5TUEVDSUZJRUQQABIYChRDT01NQU5EX1NUQVRFX1FVRVVFRBABEhYKEkNPTU1BTkRfU1RBVEVfU0VOVBACEhcKE0NPTU1BTkRfU1RBVEVfQUNLRUQQAxIaChZDT01NQU5EX1NUQVRFX1JFSkVDVEVEEAQSGwoXQ09NTUFORF9TVEFURV9USU1FRF9PVVQQBRIZChVDT01NQU5EX1NUQVRFX09GRkxJTkUQBhIZChVDT01NQU5EX1NUQVRFX0VYUElSRUQQBxIYChRDT01NQU5EX1NUQVRFX0ZBSUxFRBAIMpEFCg1EZXZpY2VTZXJ2aWNlEmEKDlJlZ2lzdGVyRGV2aWNlEiYudmlnaWwuZGV2aWNlLnYxLlJlZ2lzdGVyRGV2aWNlUmVxdWVzdBonLnZpZ2lsLmRldmljZS52MS5SZWdpc3RlckRldmljZVJlc3BvbnNlElIKCUdldERldmljZRIhLnZpZ2lsLmRldmljZS52MS5HZXREZXZpY2VSZXF1ZXN0GiIudmlnaWwuZGV2aWNlLnYxLkdldERldmljZVJlc3BvbnNlElsKDFVwZGF0ZURldmljZRIkLnZpZ2lsLmRldmljZS52MS5VcGRhdGVEZXZpY2VSZXF1ZXN0GiUudmlnaWwuZGV2aWNlLnYxLlVwZGF0ZURldmljZVJlc3BvbnNlElsKDFJldm9rZURldmljZRIkLnZpZ2lsLmRldmljZS52MS5SZXZva2VEZXZpY2VSZXF1ZXN0GiUudmlnaWwuZGV2aWNlLnYxLlJldm9rZURldmljZVJlc3BvbnNlElgKC0xpc3REZXZpY2VzEiMudmlnaWwuZGV2aWNlLnYxLkxpc3REZXZpY2VzUmVxdWVzdBokLnZpZ2lsLmRldmljZS52MS5MaXN0RGV2aWNlc1Jlc3BvbnNlElgKC1NlbmRDb21tYW5kEiMudmlnaWwuZGV2aWNlLnYxLlNlbmRDb21tYW5kUmVxdWVzdBokLnZpZ2lsLmRldmljZS52MS5TZW5kQ29tbWFuZFJlc3BvbnNlElsKDExpc3RDb21tYW5kcxIkLnZpZ2lsLmRldmljZS52MS5MaXN0Q29tbWFuZHNSZXF1ZXN0GiUudmlnaWwuZGV2aWNlLnYxLkxpc3RDb21tYW5kc1Jlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * A registered device.
@@ -353,6 +353,76 @@ export const RevokeDeviceResponseSchema: GenMessage<RevokeDeviceResponse> = /*@_
   messageDesc(file_vigil_device_v1_device, 10);
 
 /**
+ * ListDevices's request.
+ *
+ * @generated from message vigil.device.v1.ListDevicesRequest
+ */
+export type ListDevicesRequest = Message<"vigil.device.v1.ListDevicesRequest"> & {
+  /**
+   * Only devices of this site.
+   *
+   * @generated from field: string site = 1;
+   */
+  site: string;
+
+  /**
+   * Only devices in this state.
+   *
+   * @generated from field: vigil.device.v1.DeviceStatus status = 2;
+   */
+  status: DeviceStatus;
+
+  /**
+   * At most this many (1..1000; default 100).
+   *
+   * @generated from field: uint32 page_size = 3;
+   */
+  pageSize: number;
+
+  /**
+   * From a previous answer's next_page_token.
+   *
+   * @generated from field: string page_token = 4;
+   */
+  pageToken: string;
+};
+
+/**
+ * Describes the message vigil.device.v1.ListDevicesRequest.
+ * Use `create(ListDevicesRequestSchema)` to create a new message.
+ */
+export const ListDevicesRequestSchema: GenMessage<ListDevicesRequest> = /*@__PURE__*/
+  messageDesc(file_vigil_device_v1_device, 11);
+
+/**
+ * ListDevices's answer.
+ *
+ * @generated from message vigil.device.v1.ListDevicesResponse
+ */
+export type ListDevicesResponse = Message<"vigil.device.v1.ListDevicesResponse"> & {
+  /**
+   * Devices, by id.
+   *
+   * @generated from field: repeated vigil.device.v1.Device devices = 1;
+   */
+  devices: Device[];
+
+  /**
+   * Token for the next page; empty on the last.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message vigil.device.v1.ListDevicesResponse.
+ * Use `create(ListDevicesResponseSchema)` to create a new message.
+ */
+export const ListDevicesResponseSchema: GenMessage<ListDevicesResponse> = /*@__PURE__*/
+  messageDesc(file_vigil_device_v1_device, 12);
+
+/**
  * One change of a command's state.
  *
  * @generated from message vigil.device.v1.CommandTransition
@@ -385,7 +455,7 @@ export type CommandTransition = Message<"vigil.device.v1.CommandTransition"> & {
  * Use `create(CommandTransitionSchema)` to create a new message.
  */
 export const CommandTransitionSchema: GenMessage<CommandTransition> = /*@__PURE__*/
-  messageDesc(file_vigil_device_v1_device, 11);
+  messageDesc(file_vigil_device_v1_device, 13);
 
 /**
  * A command to a device.
@@ -462,7 +532,7 @@ export type Command = Message<"vigil.device.v1.Command"> & {
  * Use `create(CommandSchema)` to create a new message.
  */
 export const CommandSchema: GenMessage<Command> = /*@__PURE__*/
-  messageDesc(file_vigil_device_v1_device, 12);
+  messageDesc(file_vigil_device_v1_device, 14);
 
 /**
  * SendCommand's request; also the body of the NATS request on `device.cmd.<deviceId>`.
@@ -518,7 +588,7 @@ export type SendCommandRequest = Message<"vigil.device.v1.SendCommandRequest"> &
  * Use `create(SendCommandRequestSchema)` to create a new message.
  */
 export const SendCommandRequestSchema: GenMessage<SendCommandRequest> = /*@__PURE__*/
-  messageDesc(file_vigil_device_v1_device, 13);
+  messageDesc(file_vigil_device_v1_device, 15);
 
 /**
  * SendCommand's answer; also the reply on `device.cmd.<deviceId>`.
@@ -539,7 +609,7 @@ export type SendCommandResponse = Message<"vigil.device.v1.SendCommandResponse">
  * Use `create(SendCommandResponseSchema)` to create a new message.
  */
 export const SendCommandResponseSchema: GenMessage<SendCommandResponse> = /*@__PURE__*/
-  messageDesc(file_vigil_device_v1_device, 14);
+  messageDesc(file_vigil_device_v1_device, 16);
 
 /**
  * ListCommands's request.
@@ -574,7 +644,7 @@ export type ListCommandsRequest = Message<"vigil.device.v1.ListCommandsRequest">
  * Use `create(ListCommandsRequestSchema)` to create a new message.
  */
 export const ListCommandsRequestSchema: GenMessage<ListCommandsRequest> = /*@__PURE__*/
-  messageDesc(file_vigil_device_v1_device, 15);
+  messageDesc(file_vigil_device_v1_device, 17);
 
 /**
  * ListCommands's answer.
@@ -602,7 +672,7 @@ export type ListCommandsResponse = Message<"vigil.device.v1.ListCommandsResponse
  * Use `create(ListCommandsResponseSchema)` to create a new message.
  */
 export const ListCommandsResponseSchema: GenMessage<ListCommandsResponse> = /*@__PURE__*/
-  messageDesc(file_vigil_device_v1_device, 16);
+  messageDesc(file_vigil_device_v1_device, 18);
 
 /**
  * A device's state in the registry.
@@ -759,6 +829,16 @@ export const DeviceService: GenService<{
     methodKind: "unary";
     input: typeof RevokeDeviceRequestSchema;
     output: typeof RevokeDeviceResponseSchema;
+  },
+  /**
+   * Registered devices, by id; filtered and paged.
+   *
+   * @generated from rpc vigil.device.v1.DeviceService.ListDevices
+   */
+  listDevices: {
+    methodKind: "unary";
+    input: typeof ListDevicesRequestSchema;
+    output: typeof ListDevicesResponseSchema;
   },
   /**
    * Sends a command and waits for the device's acknowledgement or the timeout.

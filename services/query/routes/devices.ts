@@ -1,0 +1,90 @@
+import { create } from '@bufbuild/protobuf'
+import { Code, ConnectError } from '@connectrpc/connect'
+import {
+  type GetDeviceRequest,
+  type GetDeviceResponse,
+  GetDeviceResponseSchema,
+  type ListDevicesRequest,
+  type ListDevicesResponse,
+  ListDevicesResponseSchema,
+  type RegisterDeviceRequest,
+  type RegisterDeviceResponse,
+  RegisterDeviceResponseSchema,
+  type RevokeDeviceRequest,
+  type RevokeDeviceResponse,
+  RevokeDeviceResponseSchema,
+  type UpdateDeviceRequest,
+  type UpdateDeviceResponse,
+  UpdateDeviceResponseSchema,
+} from '../../../gen/vigil/device/v1/device_pb.js'
+import {
+  DeviceExistsError,
+  DeviceNotFoundError,
+  type DeviceRegistry,
+  validateDeviceFields,
+} from '../../common/devices.js'
+import { invalidArgument } from '../../common/errors.js'
+import { page } from '../inputs.js'
+
+/** Registry errors as the codes the contract promises. */
+async function mapped<T>(work: () => Promise<T>): Promise<T> {
+  try {
+    return await work()
+  } catch (err) {
+    if (err instanceof DeviceExistsError) throw new ConnectError(err.message, Code.AlreadyExists)
+    if (err instanceof DeviceNotFoundError) throw new ConnectError(err.message, Code.NotFound)
+    throw err
+  }
+}
+
+function checked(what: string, fields: Parameters<typeof validateDeviceFields>[0]): void {
+  const violations = validateDeviceFields(fields)
+  if (violations.length > 0) throw invalidArgument(what, violations)
+}
+
+/** vigil.device.v1.DeviceService's registry RPCs. */
+export function deviceRegistryRoutes(registry: DeviceRegistry) {
+  return {
+    async registerDevice(req: RegisterDeviceRequest): Promise<RegisterDeviceResponse> {
+      checked('RegisterDeviceRequest', { deviceId: req.deviceId, site: req.site, labels: req.labels })
+      const { device, password } = await mapped(() =>
+        registry.register({ deviceId: req.deviceId, site: req.site, labels: req.labels }),
+      )
+      return create(RegisterDeviceResponseSchema, {
+        device,
+        credentials: { username: device.username, password },
+      })
+    },
+    async getDevice(req: GetDeviceRequest): Promise<GetDeviceResponse> {
+      checked('GetDeviceRequest', { deviceId: req.deviceId })
+      return create(GetDeviceResponseSchema, { device: await mapped(() => registry.get(req.deviceId)) })
+    },
+    async updateDevice(req: UpdateDeviceRequest): Promise<UpdateDeviceResponse> {
+      checked('UpdateDeviceRequest', { deviceId: req.deviceId, site: req.site, labels: req.labels })
+      const device = await mapped(() =>
+        registry.update(req.deviceId, {
+          site: req.site,
+          labels: req.replaceLabels ? req.labels : undefined,
+        }),
+      )
+      return create(UpdateDeviceResponseSchema, { device })
+    },
+    async revokeDevice(req: RevokeDeviceRequest): Promise<RevokeDeviceResponse> {
+      checked('RevokeDeviceRequest', { deviceId: req.deviceId })
+      return create(RevokeDeviceResponseSchema, { device: await mapped(() => registry.revoke(req.deviceId)) })
+    },
+    async listDevices(req: ListDevicesRequest): Promise<ListDevicesResponse> {
+      if (req.site.length > 256)
+        throw invalidArgument('ListDevicesRequest', [{ field: 'site', description: 'too long' }])
+      const { limit, offset } = page(req.pageSize, req.pageToken)
+      const all = (await registry.list()).filter(
+        (d) => (!req.site || d.site === req.site) && (!req.status || d.status === req.status),
+      )
+      const devices = all.slice(offset, offset + limit)
+      return create(ListDevicesResponseSchema, {
+        devices,
+        nextPageToken: offset + limit < all.length ? String(offset + limit) : '',
+      })
+    },
+  }
+}
