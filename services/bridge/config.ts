@@ -16,6 +16,8 @@ export interface BridgeConfig extends CommonConfig {
   maxPending: number
   deviceRate: number
   deviceBurst: number
+  /** Keep mosquitto's dynamic-security plugin in step with the device registry. */
+  mqttDynsec: boolean
 }
 
 /** The bridge's own variables (documented in README.md and services/bridge/README.md). */
@@ -34,5 +36,6 @@ export function readBridgeConfig(r: EnvReader, common: CommonConfig): BridgeConf
     maxPending: r.int('VIGIL_BRIDGE_MAX_PENDING', 50_000, 100, 10_000_000),
     deviceRate: r.int('VIGIL_DEVICE_RATE', 100, 0, 1_000_000),
     deviceBurst: r.int('VIGIL_DEVICE_BURST', 200, 1, 10_000_000),
+    mqttDynsec: r.bool('VIGIL_MQTT_DYNSEC', false),
   }
 }

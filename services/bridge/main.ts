@@ -2,10 +2,13 @@
 import { producerBatcher } from '../common/batcher.js'
 import { connectBus } from '../common/bus.js'
 import { DEFAULT_PORTS } from '../common/config.js'
+import { DeviceRegistry } from '../common/devices.js'
+import { DynsecClient } from '../common/dynsec.js'
 import { RateLimiter } from '../common/rate-limit.js'
 import { runService } from '../common/service.js'
 import { Bridge } from './bridge.js'
 import { readBridgeConfig } from './config.js'
+import { runDeviceSync } from './device-sync.js'
 import { MqttSession } from './mqtt-session.js'
 
 await runService({
@@ -14,7 +17,27 @@ await runService({
   readConfig: readBridgeConfig,
   async start(kit) {
     const { config, log, metrics, health, lifecycle } = kit
-    const { js } = await connectBus(kit)
+    const { nc, js } = await connectBus(kit)
+    if (config.mqttDynsec) {
+      const dynsec = await DynsecClient.connect(
+        config.mqttUrl,
+        {
+          username: config.mqttUsername,
+          password: config.mqttPassword,
+          ca: config.mqttCa,
+          cert: config.mqttCert,
+          key: config.mqttKey,
+        },
+        log,
+      )
+      lifecycle.onStop('dynamic security', () => dynsec.close())
+      const registry = await DeviceRegistry.open(nc)
+      const sync = runDeviceSync({ nc, registry, dynsec, log, signal: lifecycle.signal }).catch(
+        (err: Error) => log.error({ err: err.message }, 'device sync stopped'),
+      )
+      lifecycle.onStop('device sync', () => sync)
+      log.info("keeping the broker's dynamic security in step with the device registry")
+    }
     const batcher = producerBatcher(kit, js)
     let bridge: Bridge | undefined
     const session = new MqttSession({

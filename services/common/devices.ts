@@ -112,6 +112,11 @@ export class DeviceRegistry {
     return { device, password }
   }
 
+  /** Removes a device's record (used to undo a registration the broker could not complete). */
+  async remove(deviceId: string): Promise<void> {
+    await this.kv.purge(deviceKey(deviceId))
+  }
+
   async record(deviceId: string): Promise<DeviceRecord | undefined> {
     const entry = await this.kv.get(deviceKey(deviceId))
     if (entry?.operation !== 'PUT') return undefined

@@ -5,6 +5,11 @@ export interface MosquittoOptions {
   dataDir: string
   /** Lines appended as they are (listeners, TLS, plugins). */
   extra?: string[]
+  /**
+   * Dynamic security: no anonymous access, clients and roles from the plugin's file (written with
+   * initialDynsecConfig when it does not exist yet; the plugin keeps it up to date afterwards).
+   */
+  dynsec?: { pluginPath: string; configFile: string }
 }
 
 /**
@@ -16,7 +21,13 @@ export function mosquittoConfig(opts: MosquittoOptions): string {
   const lines = [
     'per_listener_settings false',
     `listener ${opts.port} ${opts.host ?? '127.0.0.1'}`,
-    'allow_anonymous true',
+    ...(opts.dynsec
+      ? [
+          'allow_anonymous false',
+          `plugin ${opts.dynsec.pluginPath}`,
+          `plugin_opt_config_file ${opts.dynsec.configFile}`,
+        ]
+      : ['allow_anonymous true']),
     'persistence true',
     `persistence_location ${opts.dataDir.replace(/\/?$/, '/')}`,
     'autosave_interval 30',

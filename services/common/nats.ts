@@ -45,6 +45,8 @@ export const inferredSubject = (partition: number) => `telemetry.inferred.${part
 export const rejectedSubject = (reason: RejectReason) => `telemetry.rejected.${rejectReasonToken(reason)}`
 /** `alerts.<deviceId>`: anomaly alerts. */
 export const alertSubject = (deviceId: string) => `alerts.${deviceId}`
+/** `device.provision`: broker credentials for a newly registered device (queue group of the bridges). */
+export const PROVISION_SUBJECT = 'device.provision'
 /** `device.cmd.<deviceId>`: command requests from the query service to the bridge. */
 export const commandSubject = (deviceId: string) => `device.cmd.${deviceId}`
 

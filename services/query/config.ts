@@ -9,6 +9,8 @@ export interface QueryConfig extends StoreConfig {
    * data folder only one process may open; off by default with a ClickHouse server.
    */
   runWriter: boolean
+  /** The broker uses dynamic security: a registration waits until a bridge gave the device its account. */
+  mqttDynsec: boolean
 }
 
 /** The query service's own variables (see README.md). */
@@ -19,5 +21,10 @@ export function readQueryConfig(r: EnvReader, common: CommonConfig): QueryConfig
   if (embedded && !runWriter) {
     r.problem('VIGIL_QUERY_RUNS_WRITER: must be true with embedded ClickHouse (only one process may open it)')
   }
-  return { ...store, onlineWindowMs: r.int('VIGIL_ONLINE_WINDOW_MS', 300_000, 1_000, 86_400_000), runWriter }
+  return {
+    ...store,
+    onlineWindowMs: r.int('VIGIL_ONLINE_WINDOW_MS', 300_000, 1_000, 86_400_000),
+    runWriter,
+    mqttDynsec: r.bool('VIGIL_MQTT_DYNSEC', false),
+  }
 }

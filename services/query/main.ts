@@ -7,6 +7,7 @@ import { runService } from '../common/service.js'
 import { MIGRATIONS } from '../store/migrations.js'
 import { startStoreWriters } from '../store/start.js'
 import { readQueryConfig } from './config.js'
+import { provisionThroughBridge } from './routes/devices.js'
 import { queryRoutes } from './routes/index.js'
 
 await runService({
@@ -25,6 +26,9 @@ await runService({
       log.info('running the store writer in this process (embedded ClickHouse)')
     }
     const devices = await DeviceRegistry.open(bus.nc)
-    return { routes: queryRoutes({ config, ch, nc: bus.nc, log }, devices) }
+    // With mosquitto's dynamic security, a registration is complete once a bridge gave the device
+    // its broker account.
+    const provision = config.mqttDynsec ? provisionThroughBridge(bus.nc) : undefined
+    return { routes: queryRoutes({ config, ch, nc: bus.nc, log }, devices, provision) }
   },
 })

@@ -1,4 +1,4 @@
-import { create } from '@bufbuild/protobuf'
+import { create, fromBinary, toBinary } from '@bufbuild/protobuf'
 import { Code, ConnectError } from '@connectrpc/connect'
 import {
   type GetDeviceRequest,
@@ -7,6 +7,8 @@ import {
   type ListDevicesRequest,
   type ListDevicesResponse,
   ListDevicesResponseSchema,
+  ProvisionDeviceRequestSchema,
+  ProvisionDeviceResponseSchema,
   type RegisterDeviceRequest,
   type RegisterDeviceResponse,
   RegisterDeviceResponseSchema,
@@ -24,6 +26,7 @@ import {
   validateDeviceFields,
 } from '../../common/devices.js'
 import { invalidArgument } from '../../common/errors.js'
+import { type NatsConnection, PROVISION_SUBJECT } from '../../common/nats.js'
 import { page } from '../inputs.js'
 
 /** Registry errors as the codes the contract promises. */
@@ -42,14 +45,51 @@ function checked(what: string, fields: Parameters<typeof validateDeviceFields>[0
   if (violations.length > 0) throw invalidArgument(what, violations)
 }
 
+/**
+ * Gives a registered device its broker account (a bridge does it on mosquitto's dynamic security);
+ * throws with the reason when that could not be done.
+ */
+export type Provision = (deviceId: string, password: string) => Promise<void>
+
+/** A Provision that asks a bridge over NATS (`device.provision`). */
+export function provisionThroughBridge(nc: NatsConnection, timeoutMs = 10_000): Provision {
+  return async (deviceId, password) => {
+    let reply: Uint8Array
+    try {
+      const msg = await nc.request(
+        PROVISION_SUBJECT,
+        toBinary(ProvisionDeviceRequestSchema, create(ProvisionDeviceRequestSchema, { deviceId, password })),
+        { timeout: timeoutMs },
+      )
+      reply = msg.data
+    } catch (err) {
+      throw new ConnectError(
+        `no bridge gave the device its broker account (${(err as Error).message}); ` +
+          'is a bridge running with VIGIL_MQTT_DYNSEC=true? Nothing was registered: try again',
+        Code.Unavailable,
+      )
+    }
+    const { error } = fromBinary(ProvisionDeviceResponseSchema, reply)
+    if (error) throw new ConnectError(`the broker refused the device's account: ${error}`, Code.Unavailable)
+  }
+}
+
 /** vigil.device.v1.DeviceService's registry RPCs. */
-export function deviceRegistryRoutes(registry: DeviceRegistry) {
+export function deviceRegistryRoutes(registry: DeviceRegistry, provision?: Provision) {
   return {
     async registerDevice(req: RegisterDeviceRequest): Promise<RegisterDeviceResponse> {
       checked('RegisterDeviceRequest', { deviceId: req.deviceId, site: req.site, labels: req.labels })
       const { device, password } = await mapped(() =>
         registry.register({ deviceId: req.deviceId, site: req.site, labels: req.labels }),
       )
+      if (provision) {
+        try {
+          await provision(device.deviceId, password)
+        } catch (err) {
+          await registry.remove(device.deviceId)
+          throw err
+        }
+      }
       return create(RegisterDeviceResponseSchema, {
         device,
         credentials: { username: device.username, password },

@@ -3,7 +3,7 @@ import { DeviceService } from '../../../gen/vigil/device/v1/device_pb.js'
 import { QueryService } from '../../../gen/vigil/query/v1/query_pb.js'
 import type { DeviceRegistry } from '../../common/devices.js'
 import type { QueryContext } from '../context.js'
-import { deviceRegistryRoutes } from './devices.js'
+import { deviceRegistryRoutes, type Provision } from './devices.js'
 import { exportReadings } from './export-readings.js'
 import { getFleetSummary } from './get-fleet-summary.js'
 import { getLatest } from './get-latest.js'
@@ -13,9 +13,9 @@ import { queryRange } from './query-range.js'
 import { watch } from './watch.js'
 
 /** vigil.query.v1.QueryService and vigil.device.v1.DeviceService (its registry RPCs). */
-export function queryRoutes(ctx: QueryContext, devices?: DeviceRegistry) {
+export function queryRoutes(ctx: QueryContext, devices?: DeviceRegistry, provision?: Provision) {
   return (router: ConnectRouter) => {
-    if (devices) router.service(DeviceService, deviceRegistryRoutes(devices))
+    if (devices) router.service(DeviceService, deviceRegistryRoutes(devices, provision))
     router.service(QueryService, {
       listDevices: (req) => listDevices(ctx, req),
       getLatest: (req) => getLatest(ctx, req),
