@@ -29,4 +29,23 @@ describe('deploy/mosquitto', () => {
     for (const key of LIMITS) assert.equal(deployed.get(key), generated.get(key), key)
     assert.ok(Number(deployed.get('max_queued_messages')) >= 1_000_000)
   })
+
+  it('refuses anonymous access and uses dynamic security, as the generated secure config does', () => {
+    const deployed = settings(
+      readFileSync(new URL('../deploy/mosquitto/mosquitto.conf', import.meta.url), 'utf8'),
+    )
+    const generated = settings(
+      mosquittoConfig({
+        port: 1883,
+        dataDir: '/tmp/x',
+        dynsec: { pluginPath: '/p.so', configFile: '/c.json' },
+      }),
+    )
+    for (const key of ['allow_anonymous', 'per_listener_settings'])
+      assert.equal(deployed.get(key), generated.get(key), key)
+    assert.equal(deployed.get('allow_anonymous'), 'false')
+    assert.match(deployed.get('plugin') ?? '', /mosquitto_dynamic_security\.so$/)
+    assert.ok(deployed.get('plugin_opt_config_file'))
+    assert.ok(generated.get('plugin_opt_config_file'))
+  })
 })

@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 import { ConfigError } from '../common/config.js'
+import { broker } from './broker.js'
 import { devices } from './devices.js'
 import { models } from './models.js'
 import { train } from './train.js'
@@ -14,6 +15,7 @@ Commands:
   train [options]                     fit an anomaly model from stored telemetry or a file
   models list|show|promote|rollback   the model registry
   devices add|list|show|update|revoke the device registry
+  broker init-dynsec FILE             the broker's first dynamic-security file
   help                                this text
 
 "vigil <command> --help" tells more about one command.
@@ -32,6 +34,8 @@ async function main(argv: string[]): Promise<number> {
       return models(rest)
     case 'devices':
       return devices(rest)
+    case 'broker':
+      return broker(rest)
     case undefined:
     case 'help':
     case '--help':

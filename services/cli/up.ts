@@ -1,7 +1,9 @@
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs'
+import { randomBytes } from 'node:crypto'
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { DEFAULT_PORTS, EnvReader } from '../common/config.js'
+import { dynsecPluginPath, initialDynsecConfig } from '../common/dynsec.js'
 import { createLogger } from '../common/log.js'
 import { mosquittoConfig } from '../common/mosquitto.js'
 import { connectNats, provisionBus } from '../common/nats.js'
@@ -45,6 +47,8 @@ export async function up(argv: string[]): Promise<number> {
   const say = (line: string) => process.stdout.write(`${line}\n`)
   const children: Supervised[] = []
   const rows: Row[] = []
+  /** How the services reach the broker `vigil up` started (the bridge's account, dynamic security). */
+  const brokerEnv: Record<string, string> = {}
   const logDir = join(dataDir, 'logs')
 
   try {
@@ -106,17 +110,47 @@ export async function up(argv: string[]): Promise<number> {
       )
       let broker: Supervised
       let state: string
+      // Devices need their own account (vigil devices add): the bridge's is made here once and kept
+      // in the data folder, so a second start reuses it.
+      const bridgeAccount = brokerAccount(join(dataDir, 'mosquitto'))
       if (binary) {
         const dir = join(dataDir, 'mosquitto')
-        mkdirSync(dir, { recursive: true })
         const file = join(dir, 'mosquitto.conf')
-        writeFileSync(file, mosquittoConfig({ port: DEFAULT_PORTS.mqtt, dataDir: dir }))
+        const pluginPath = dynsecPluginPath()
+        let dynsec: { pluginPath: string; configFile: string } | undefined
+        if (pluginPath) {
+          dynsec = { pluginPath, configFile: join(dir, 'dynamic-security.json') }
+          if (!existsSync(dynsec.configFile))
+            writeFileSync(dynsec.configFile, initialDynsecConfig(bridgeAccount), { mode: 0o600 })
+          Object.assign(brokerEnv, {
+            VIGIL_MQTT_DYNSEC: 'true',
+            VIGIL_MQTT_USERNAME: bridgeAccount.username,
+            VIGIL_MQTT_PASSWORD: bridgeAccount.password,
+          })
+        }
+        writeFileSync(file, mosquittoConfig({ port: DEFAULT_PORTS.mqtt, dataDir: dir, dynsec }))
         broker = new Supervised({ name: 'mosquitto', command: binary, args: ['-c', file], logDir }, say)
-        state = `started mosquitto (${file})`
+        state = dynsec
+          ? 'started mosquitto with per-device accounts (add one: vigil devices add ID)'
+          : `started mosquitto WITHOUT device accounts: ${'mosquitto_dynamic_security.so'} is missing (${file})`
       } else {
-        // No mosquitto: the embedded broker (MQTT 3.1.1, queues in memory) keeps a laptop going.
+        // No mosquitto: the embedded broker (MQTT 3.1.1, queues in memory) keeps a laptop going; its
+        // hooks check devices against the registry.
         const args = entryOf('services/bridge/embedded-broker')
-        broker = new Supervised({ name: 'embedded-broker', command: process.execPath, args, logDir }, say)
+        Object.assign(brokerEnv, {
+          VIGIL_MQTT_USERNAME: bridgeAccount.username,
+          VIGIL_MQTT_PASSWORD: bridgeAccount.password,
+        })
+        broker = new Supervised(
+          {
+            name: 'embedded-broker',
+            command: process.execPath,
+            args,
+            logDir,
+            env: { ...process.env, ...brokerEnv, VIGIL_NATS_URL: busUrl, VIGIL_MQTT_AUTH: 'registry' },
+          },
+          say,
+        )
         state = 'started the embedded broker (aedes: MQTT 3.1.1, in memory; install mosquitto for production)'
       }
       broker.start()
@@ -156,6 +190,7 @@ export async function up(argv: string[]): Promise<number> {
           args: entry,
           env: {
             ...process.env,
+            ...brokerEnv,
             VIGIL_PORT: String(service.port),
             VIGIL_NATS_URL: busUrl,
             VIGIL_DATA_DIR: dataDir,
@@ -204,6 +239,17 @@ export async function up(argv: string[]): Promise<number> {
   } finally {
     for (const child of [...children].reverse()) await child.stop()
   }
+}
+
+/** The bridge's broker account: made once, kept (mode 600) in the broker's data folder. */
+function brokerAccount(dir: string): { username: string; password: string } {
+  mkdirSync(dir, { recursive: true })
+  const file = join(dir, 'bridge-account.json')
+  if (existsSync(file))
+    return JSON.parse(readFileSync(file, 'utf8')) as { username: string; password: string }
+  const account = { username: 'vigil-bridge', password: randomBytes(24).toString('base64url') }
+  writeFileSync(file, `${JSON.stringify(account)}\n`, { mode: 0o600 })
+  return account
 }
 
 /** Node arguments to run a module (path without extension): compiled JS when built, else TypeScript through tsx. */
