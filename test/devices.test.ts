@@ -1,11 +1,17 @@
 import assert from 'node:assert/strict'
 import { after, before, describe, it } from 'node:test'
 import { fileURLToPath } from 'node:url'
+import { durationFromMs } from '@bufbuild/protobuf/wkt'
 import { Code, ConnectError, createClient } from '@connectrpc/connect'
 import { createConnectTransport } from '@connectrpc/connect-node'
 import { jetstreamManager } from '@nats-io/jetstream'
 import mqtt from 'mqtt'
-import { DeviceService, DeviceStatus } from '../gen/vigil/device/v1/device_pb.js'
+import {
+  CommandState,
+  DeviceService,
+  DeviceStatus,
+  type SendCommandResponse,
+} from '../gen/vigil/device/v1/device_pb.js'
 import { violationsOf } from '../services/common/errors.js'
 import { createLogger } from '../services/common/log.js'
 import { connectNats, type NatsConnection, provisionBus } from '../services/common/nats.js'
@@ -211,5 +217,193 @@ describe('devices: registry, per-device credentials and topic ACLs on mosquitto 
     const jsm = await jetstreamManager(nc)
     assert.ok((await jsm.streams.info('TELEMETRY')).state.messages > 0)
     assert.doesNotMatch(bridge?.output() ?? '', /"level":50/)
+  })
+
+  describe('command & control', () => {
+    /** A device (mqtt.js, MQTT v5) that answers its commands with `answer`, or not at all. */
+    async function device(
+      id: string,
+      answer?: (cmd: { commandId: string; name: string; payload: unknown }) => object,
+    ) {
+      const { credentials } = await client().registerDevice({ deviceId: id })
+      const c = await connect(id, credentials?.password ?? '')
+      const received: { commandId: string; name: string; payload: unknown }[] = []
+      c.on('message', (_topic, payload) => {
+        const cmd = JSON.parse(payload.toString())
+        received.push(cmd)
+        if (answer)
+          c.publish(`devices/${id}/cmd/ack`, JSON.stringify({ commandId: cmd.commandId, ...answer(cmd) }), {
+            qos: 1,
+          })
+      })
+      await c.subscribeAsync(`devices/${id}/cmd`, { qos: 1 })
+      return { client: c, received, password: credentials?.password ?? '' }
+    }
+    const states = (history: { state: CommandState }[]) => history.map((h) => CommandState[h.state])
+
+    it('round trip with a device on mqtt.js: acknowledged with its result, or rejected with its reason', async () => {
+      const d = await device('cmd-1', (cmd) =>
+        cmd.name === 'set-interval'
+          ? { ok: true, result: { interval: (cmd.payload as { seconds: number }).seconds } }
+          : { ok: false, error: 'unsupported command' },
+      )
+      const acked = await client().sendCommand({
+        deviceId: 'cmd-1',
+        name: 'set-interval',
+        payload: { seconds: 5 },
+      })
+      assert.equal(acked.command?.state, CommandState.ACKED)
+      assert.deepEqual(acked.command?.result, { interval: 5 })
+      assert.deepEqual(states(acked.command?.history ?? []), ['SENT', 'ACKED'])
+      assert.deepEqual(d.received[0]?.payload, { seconds: 5 })
+      const rejected = await client().sendCommand({ deviceId: 'cmd-1', name: 'self-destruct' })
+      assert.equal(rejected.command?.state, CommandState.REJECTED)
+      assert.equal(rejected.command?.history.at(-1)?.detail, 'unsupported command')
+      const listed = await client().listCommands({ deviceId: 'cmd-1' })
+      assert.deepEqual(
+        listed.commands.map((c) => c.name),
+        ['self-destruct', 'set-interval'],
+      )
+      await d.client.endAsync()
+    })
+
+    it('round trip with mosquitto_sub and mosquitto_pub as the device', async () => {
+      const { credentials } = await client().registerDevice({ deviceId: 'cmd-2' })
+      const auth = [
+        '-h',
+        '127.0.0.1',
+        '-p',
+        String(broker.port),
+        '-u',
+        'cmd-2',
+        '-P',
+        credentials?.password ?? '',
+      ]
+      const sub = startChild('mosquitto_sub', [
+        ...auth,
+        '-V',
+        'mqttv5',
+        '-q',
+        '1',
+        '-t',
+        'devices/cmd-2/cmd',
+        '-C',
+        '1',
+      ])
+      // Send until the subscription is in place (before it, the device is offline).
+      let sent: Promise<SendCommandResponse> | undefined
+      await eventually(
+        async () => {
+          const res = client().sendCommand({
+            deviceId: 'cmd-2',
+            name: 'reboot',
+            timeout: durationFromMs(20_000),
+          })
+          const first = await Promise.race([res, new Promise((r) => setTimeout(() => r('pending'), 300))])
+          if (first === 'pending') {
+            sent = res
+            return true
+          }
+          return false
+        },
+        10_000,
+        'the command delivered to mosquitto_sub',
+      )
+      assert.equal(await sub.exited, 0)
+      const cmd = JSON.parse(sub.output().trim().split('\n').at(-1) ?? '{}')
+      assert.equal(cmd.name, 'reboot')
+      const pub = startChild('mosquitto_pub', [
+        ...auth,
+        '-q',
+        '1',
+        '-t',
+        'devices/cmd-2/cmd/ack',
+        '-m',
+        JSON.stringify({ commandId: cmd.commandId, ok: true, result: { rebooting: true } }),
+      ])
+      assert.equal(await pub.exited, 0, pub.output())
+      const done = await sent
+      assert.equal(done?.command?.state, CommandState.ACKED)
+      assert.deepEqual(done?.command?.result, { rebooting: true })
+    })
+
+    it('times out when the device does not answer, and says when a device is offline', async () => {
+      const d = await device('cmd-3')
+      const silent = await client().sendCommand({
+        deviceId: 'cmd-3',
+        name: 'reboot',
+        timeout: durationFromMs(500),
+      })
+      assert.equal(silent.command?.state, CommandState.TIMED_OUT)
+      assert.equal(d.received.length, 1)
+      await d.client.endAsync()
+      const offline = await client().sendCommand({ deviceId: 'cmd-3', name: 'reboot' })
+      assert.equal(offline.command?.state, CommandState.OFFLINE)
+    })
+
+    it('queues a command for an offline device and delivers it when the device is back; expires one that waits too long', async () => {
+      const { credentials } = await client().registerDevice({ deviceId: 'cmd-4' })
+      const queued = await client().sendCommand({
+        deviceId: 'cmd-4',
+        name: 'set-threshold',
+        payload: { value: 3 },
+        queueIfOffline: true,
+        timeout: durationFromMs(10_000),
+      })
+      assert.equal(queued.command?.state, CommandState.QUEUED)
+      const expiring = await client().sendCommand({
+        deviceId: 'cmd-4',
+        name: 'reboot',
+        queueIfOffline: true,
+        expiresIn: durationFromMs(1_000),
+      })
+      assert.equal(expiring.command?.state, CommandState.QUEUED)
+      await eventually(
+        async () =>
+          (await client().listCommands({ deviceId: 'cmd-4' })).commands.find((c) => c.name === 'reboot')
+            ?.state === CommandState.EXPIRED,
+        15_000,
+        'the short-lived command expired',
+      )
+      // The device comes back: it gets the queued command, and only that one.
+      const c = await connect('cmd-4', credentials?.password ?? '')
+      const received: string[] = []
+      c.on('message', (_t, payload) => {
+        const cmd = JSON.parse(payload.toString())
+        received.push(cmd.name)
+        c.publish('devices/cmd-4/cmd/ack', JSON.stringify({ commandId: cmd.commandId, ok: true }), { qos: 1 })
+      })
+      await c.subscribeAsync('devices/cmd-4/cmd', { qos: 1 })
+      await eventually(
+        async () =>
+          (await client().listCommands({ deviceId: 'cmd-4' })).commands.find(
+            (x) => x.name === 'set-threshold',
+          )?.state === CommandState.ACKED,
+        15_000,
+        'the queued command acknowledged',
+      )
+      const history = (await client().listCommands({ deviceId: 'cmd-4' })).commands.find(
+        (x) => x.name === 'set-threshold',
+      )
+      assert.deepEqual(states(history?.history ?? []), ['QUEUED', 'SENT', 'ACKED'])
+      await new Promise((r) => setTimeout(r, 2_500))
+      assert.deepEqual(received, ['set-threshold'])
+      await c.endAsync()
+    })
+
+    it('answers command mistakes with the right codes', async () => {
+      await assert.rejects(
+        client().sendCommand({ deviceId: 'ghost', name: 'reboot' }),
+        (err: ConnectError) => err.code === Code.NotFound,
+      )
+      await assert.rejects(client().sendCommand({ deviceId: 'cmd-1', name: 'Bad Name!' }), (err) => {
+        assert.equal(violationsOf(err)[0]?.field, 'name')
+        return true
+      })
+      await assert.rejects(
+        client().sendCommand({ deviceId: 'pump-4', name: 'reboot' }),
+        (err: ConnectError) => err.code === Code.FailedPrecondition,
+      )
+    })
   })
 })

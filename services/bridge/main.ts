@@ -7,6 +7,7 @@ import { DynsecClient } from '../common/dynsec.js'
 import { RateLimiter } from '../common/rate-limit.js'
 import { runService } from '../common/service.js'
 import { Bridge } from './bridge.js'
+import { CommandRelay } from './command-relay.js'
 import { readBridgeConfig } from './config.js'
 import { runDeviceSync } from './device-sync.js'
 import { MqttSession } from './mqtt-session.js'
@@ -38,6 +39,21 @@ await runService({
       lifecycle.onStop('device sync', () => sync)
       log.info("keeping the broker's dynamic security in step with the device registry")
     }
+    // Commands to devices: deliveries from the bus to MQTT, the devices' answers back to the bus.
+    const relay = await CommandRelay.start({
+      url: config.mqttUrl,
+      auth: {
+        username: config.mqttUsername,
+        password: config.mqttPassword,
+        ca: config.mqttCa,
+        cert: config.mqttCert,
+        key: config.mqttKey,
+      },
+      shareGroup: config.mqttShareGroup,
+      nc,
+      log,
+    })
+    lifecycle.onStop('command relay', () => relay.stop())
     const batcher = producerBatcher(kit, js)
     let bridge: Bridge | undefined
     const session = new MqttSession({

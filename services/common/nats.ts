@@ -33,7 +33,7 @@ export const BUS = {
     rejected: 'REJECTED',
     commands: 'COMMANDS',
   },
-  kv: { devices: 'devices', modelAliases: 'model-aliases' },
+  kv: { devices: 'devices', modelAliases: 'model-aliases', commands: 'commands' },
   objectStore: { models: 'models' },
 } as const
 
@@ -47,8 +47,10 @@ export const rejectedSubject = (reason: RejectReason) => `telemetry.rejected.${r
 export const alertSubject = (deviceId: string) => `alerts.${deviceId}`
 /** `device.provision`: broker credentials for a newly registered device (queue group of the bridges). */
 export const PROVISION_SUBJECT = 'device.provision'
-/** `device.cmd.<deviceId>`: command requests from the query service to the bridge. */
+/** `device.cmd.<deviceId>`: command deliveries from the DeviceService to a bridge. */
 export const commandSubject = (deviceId: string) => `device.cmd.${deviceId}`
+/** `device.ack.<commandId>`: a device's answer to a command, relayed by the bridge that got it. */
+export const commandAckSubject = (commandId: string) => `device.ack.${commandId}`
 
 /** The subject token of a reject reason: `REJECT_REASON_BAD_JSON` → `bad_json`. */
 export function rejectReasonToken(reason: RejectReason): string {
@@ -179,6 +181,8 @@ export async function provisionBus(nc: NatsConnection, log: Logger, opts: BusOpt
   const kvm = new Kvm(js)
   await kvm.create(BUS.kv.devices, { history: 5, replicas: opts.replicas ?? 1 })
   await kvm.create(BUS.kv.modelAliases, { history: 10, replicas: opts.replicas ?? 1 })
+  // One entry per command with its state history; kept a week.
+  await kvm.create(BUS.kv.commands, { history: 1, replicas: opts.replicas ?? 1, ttl: 7 * 24 * 3600_000 })
   const objm = new Objm(js)
   await objm.create(BUS.objectStore.models, { replicas: opts.replicas ?? 1 })
 }

@@ -6,6 +6,7 @@ import { DeviceRegistry } from '../common/devices.js'
 import { runService } from '../common/service.js'
 import { MIGRATIONS } from '../store/migrations.js'
 import { startStoreWriters } from '../store/start.js'
+import { CommandService } from './commands.js'
 import { readQueryConfig } from './config.js'
 import { provisionThroughBridge } from './routes/devices.js'
 import { queryRoutes } from './routes/index.js'
@@ -29,6 +30,9 @@ await runService({
     // With mosquitto's dynamic security, a registration is complete once a bridge gave the device
     // its broker account.
     const provision = config.mqttDynsec ? provisionThroughBridge(bus.nc) : undefined
-    return { routes: queryRoutes({ config, ch, nc: bus.nc, log }, devices, provision) }
+    const commands = await CommandService.open(bus.nc, devices, log)
+    const dispatcher = commands.runDispatcher(lifecycle.signal)
+    lifecycle.onStop('command dispatcher', () => dispatcher)
+    return { routes: queryRoutes({ config, ch, nc: bus.nc, log }, devices, provision, commands) }
   },
 })

@@ -4,6 +4,9 @@ import {
   type GetDeviceRequest,
   type GetDeviceResponse,
   GetDeviceResponseSchema,
+  type ListCommandsRequest,
+  type ListCommandsResponse,
+  ListCommandsResponseSchema,
   type ListDevicesRequest,
   type ListDevicesResponse,
   ListDevicesResponseSchema,
@@ -15,6 +18,9 @@ import {
   type RevokeDeviceRequest,
   type RevokeDeviceResponse,
   RevokeDeviceResponseSchema,
+  type SendCommandRequest,
+  type SendCommandResponse,
+  SendCommandResponseSchema,
   type UpdateDeviceRequest,
   type UpdateDeviceResponse,
   UpdateDeviceResponseSchema,
@@ -27,6 +33,7 @@ import {
 } from '../../common/devices.js'
 import { invalidArgument } from '../../common/errors.js'
 import { type NatsConnection, PROVISION_SUBJECT } from '../../common/nats.js'
+import type { CommandService } from '../commands.js'
 import { page } from '../inputs.js'
 
 /** Registry errors as the codes the contract promises. */
@@ -75,8 +82,21 @@ export function provisionThroughBridge(nc: NatsConnection, timeoutMs = 10_000): 
 }
 
 /** vigil.device.v1.DeviceService's registry RPCs. */
-export function deviceRegistryRoutes(registry: DeviceRegistry, provision?: Provision) {
+export function deviceRegistryRoutes(
+  registry: DeviceRegistry,
+  provision?: Provision,
+  commands?: CommandService,
+) {
   return {
+    async sendCommand(req: SendCommandRequest): Promise<SendCommandResponse> {
+      if (!commands) throw new ConnectError('commands are not served here', Code.Unimplemented)
+      return create(SendCommandResponseSchema, { command: await commands.send(req) })
+    },
+    async listCommands(req: ListCommandsRequest): Promise<ListCommandsResponse> {
+      if (!commands) throw new ConnectError('commands are not served here', Code.Unimplemented)
+      const { commands: list, next } = await commands.list(req.deviceId, req.pageSize, req.pageToken)
+      return create(ListCommandsResponseSchema, { commands: list, nextPageToken: next })
+    },
     async registerDevice(req: RegisterDeviceRequest): Promise<RegisterDeviceResponse> {
       checked('RegisterDeviceRequest', { deviceId: req.deviceId, site: req.site, labels: req.labels })
       const { device, password } = await mapped(() =>

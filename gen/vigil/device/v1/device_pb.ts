@@ -14,7 +14,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file vigil/device/v1/device.proto.
  */
 export const file_vigil_device_v1_device: GenFile = /*@__PURE__*/
-  fileDesc("Chx2aWdpbC9kZXZpY2UvdjEvZGV2aWNlLnByb3RvEg92aWdpbC5kZXZpY2UudjEirgIKBkRldmljZRIRCglkZXZpY2VfaWQYASABKAkSDAoEc2l0ZRgCIAEoCRIzCgZsYWJlbHMYAyADKAsyIy52aWdpbC5kZXZpY2UudjEuRGV2aWNlLkxhYmVsc0VudHJ5Ei0KBnN0YXR1cxgEIAEoDjIdLnZpZ2lsLmRldmljZS52MS5EZXZpY2VTdGF0dXMSLgoKY3JlYXRlZF9hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKdXBkYXRlZF9hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEAoIdXNlcm5hbWUYByABKAkaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJlCgxEZXZpY2VSZWNvcmQSJwoGZGV2aWNlGAEgASgLMhcudmlnaWwuZGV2aWNlLnYxLkRldmljZRIVCg1wYXNzd29yZF9oYXNoGAIgASgMEhUKDXBhc3N3b3JkX3NhbHQYAyABKAwiMQoLQ3JlZGVudGlhbHMSEAoIdXNlcm5hbWUYASABKAkSEAoIcGFzc3dvcmQYAiABKAkiqwEKFVJlZ2lzdGVyRGV2aWNlUmVxdWVzdBIRCglkZXZpY2VfaWQYASABKAkSDAoEc2l0ZRgCIAEoCRJCCgZsYWJlbHMYAyADKAsyMi52aWdpbC5kZXZpY2UudjEuUmVnaXN0ZXJEZXZpY2VSZXF1ZXN0LkxhYmVsc0VudHJ5Gi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEidAoWUmVnaXN0ZXJEZXZpY2VSZXNwb25zZRInCgZkZXZpY2UYASABKAsyFy52aWdpbC5kZXZpY2UudjEuRGV2aWNlEjEKC2NyZWRlbnRpYWxzGAIgASgLMhwudmlnaWwuZGV2aWNlLnYxLkNyZWRlbnRpYWxzIiUKEEdldERldmljZVJlcXVlc3QSEQoJZGV2aWNlX2lkGAEgASgJIjwKEUdldERldmljZVJlc3BvbnNlEicKBmRldmljZRgBIAEoCzIXLnZpZ2lsLmRldmljZS52MS5EZXZpY2UizQEKE1VwZGF0ZURldmljZVJlcXVlc3QSEQoJZGV2aWNlX2lkGAEgASgJEhEKBHNpdGUYAiABKAlIAIgBARJACgZsYWJlbHMYAyADKAsyMC52aWdpbC5kZXZpY2UudjEuVXBkYXRlRGV2aWNlUmVxdWVzdC5MYWJlbHNFbnRyeRIWCg5yZXBsYWNlX2xhYmVscxgEIAEoCBotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBQgcKBV9zaXRlIj8KFFVwZGF0ZURldmljZVJlc3BvbnNlEicKBmRldmljZRgBIAEoCzIXLnZpZ2lsLmRldmljZS52MS5EZXZpY2UiKAoTUmV2b2tlRGV2aWNlUmVxdWVzdBIRCglkZXZpY2VfaWQYASABKAkiPwoUUmV2b2tlRGV2aWNlUmVzcG9uc2USJwoGZGV2aWNlGAEgASgLMhcudmlnaWwuZGV2aWNlLnYxLkRldmljZSJ4ChJMaXN0RGV2aWNlc1JlcXVlc3QSDAoEc2l0ZRgBIAEoCRItCgZzdGF0dXMYAiABKA4yHS52aWdpbC5kZXZpY2UudjEuRGV2aWNlU3RhdHVzEhEKCXBhZ2Vfc2l6ZRgDIAEoDRISCgpwYWdlX3Rva2VuGAQgASgJIlgKE0xpc3REZXZpY2VzUmVzcG9uc2USKAoHZGV2aWNlcxgBIAMoCzIXLnZpZ2lsLmRldmljZS52MS5EZXZpY2USFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJInkKEUNvbW1hbmRUcmFuc2l0aW9uEiwKBXN0YXRlGAEgASgOMh0udmlnaWwuZGV2aWNlLnYxLkNvbW1hbmRTdGF0ZRImCgJhdBgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDgoGZGV0YWlsGAMgASgJItQCCgdDb21tYW5kEhIKCmNvbW1hbmRfaWQYASABKAkSEQoJZGV2aWNlX2lkGAIgASgJEgwKBG5hbWUYAyABKAkSKAoHcGF5bG9hZBgEIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSLAoFc3RhdGUYBSABKA4yHS52aWdpbC5kZXZpY2UudjEuQ29tbWFuZFN0YXRlEjMKB2hpc3RvcnkYBiADKAsyIi52aWdpbC5kZXZpY2UudjEuQ29tbWFuZFRyYW5zaXRpb24SJwoGcmVzdWx0GAcgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIuCgpjcmVhdGVkX2F0GAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpleHBpcmVzX2F0GAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCLUAQoSU2VuZENvbW1hbmRSZXF1ZXN0EhEKCWRldmljZV9pZBgBIAEoCRIMCgRuYW1lGAIgASgJEigKB3BheWxvYWQYAyABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EioKB3RpbWVvdXQYBCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SGAoQcXVldWVfaWZfb2ZmbGluZRgFIAEoCBItCgpleHBpcmVzX2luGAYgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIkAKE1NlbmRDb21tYW5kUmVzcG9uc2USKQoHY29tbWFuZBgBIAEoCzIYLnZpZ2lsLmRldmljZS52MS5Db21tYW5kIk8KE0xpc3RDb21tYW5kc1JlcXVlc3QSEQoJZGV2aWNlX2lkGAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoDRISCgpwYWdlX3Rva2VuGAMgASgJIlsKFExpc3RDb21tYW5kc1Jlc3BvbnNlEioKCGNvbW1hbmRzGAEgAygLMhgudmlnaWwuZGV2aWNlLnYxLkNvbW1hbmQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIj0KFlByb3Zpc2lvbkRldmljZVJlcXVlc3QSEQoJZGV2aWNlX2lkGAEgASgJEhAKCHBhc3N3b3JkGAIgASgJIigKF1Byb3Zpc2lvbkRldmljZVJlc3BvbnNlEg0KBWVycm9yGAEgASgJKmIKDERldmljZVN0YXR1cxIdChlERVZJQ0VfU1RBVFVTX1VOU1BFQ0lGSUVEEAASGAoUREVWSUNFX1NUQVRVU19BQ1RJVkUQARIZChVERVZJQ0VfU1RBVFVTX1JFVk9LRUQQAiqBAgoMQ29tbWFuZFN0YXRlEh0KGUNPTU1BTkRfU1RBVEVfVU5TUEVDSUZJRUQQABIYChRDT01NQU5EX1NUQVRFX1FVRVVFRBABEhYKEkNPTU1BTkRfU1RBVEVfU0VOVBACEhcKE0NPTU1BTkRfU1RBVEVfQUNLRUQQAxIaChZDT01NQU5EX1NUQVRFX1JFSkVDVEVEEAQSGwoXQ09NTUFORF9TVEFURV9USU1FRF9PVVQQBRIZChVDT01NQU5EX1NUQVRFX09GRkxJTkUQBhIZChVDT01NQU5EX1NUQVRFX0VYUElSRUQQBxIYChRDT01NQU5EX1NUQVRFX0ZBSUxFRBAIMpEFCg1EZXZpY2VTZXJ2aWNlEmEKDlJlZ2lzdGVyRGV2aWNlEiYudmlnaWwuZGV2aWNlLnYxLlJlZ2lzdGVyRGV2aWNlUmVxdWVzdBonLnZpZ2lsLmRldmljZS52MS5SZWdpc3RlckRldmljZVJlc3BvbnNlElIKCUdldERldmljZRIhLnZpZ2lsLmRldmljZS52MS5HZXREZXZpY2VSZXF1ZXN0GiIudmlnaWwuZGV2aWNlLnYxLkdldERldmljZVJlc3BvbnNlElsKDFVwZGF0ZURldmljZRIkLnZpZ2lsLmRldmljZS52MS5VcGRhdGVEZXZpY2VSZXF1ZXN0GiUudmlnaWwuZGV2aWNlLnYxLlVwZGF0ZURldmljZVJlc3BvbnNlElsKDFJldm9rZURldmljZRIkLnZpZ2lsLmRldmljZS52MS5SZXZva2VEZXZpY2VSZXF1ZXN0GiUudmlnaWwuZGV2aWNlLnYxLlJldm9rZURldmljZVJlc3BvbnNlElgKC0xpc3REZXZpY2VzEiMudmlnaWwuZGV2aWNlLnYxLkxpc3REZXZpY2VzUmVxdWVzdBokLnZpZ2lsLmRldmljZS52MS5MaXN0RGV2aWNlc1Jlc3BvbnNlElgKC1NlbmRDb21tYW5kEiMudmlnaWwuZGV2aWNlLnYxLlNlbmRDb21tYW5kUmVxdWVzdBokLnZpZ2lsLmRldmljZS52MS5TZW5kQ29tbWFuZFJlc3BvbnNlElsKDExpc3RDb21tYW5kcxIkLnZpZ2lsLmRldmljZS52MS5MaXN0Q29tbWFuZHNSZXF1ZXN0GiUudmlnaWwuZGV2aWNlLnYxLkxpc3RDb21tYW5kc1Jlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("Chx2aWdpbC9kZXZpY2UvdjEvZGV2aWNlLnByb3RvEg92aWdpbC5kZXZpY2UudjEirgIKBkRldmljZRIRCglkZXZpY2VfaWQYASABKAkSDAoEc2l0ZRgCIAEoCRIzCgZsYWJlbHMYAyADKAsyIy52aWdpbC5kZXZpY2UudjEuRGV2aWNlLkxhYmVsc0VudHJ5Ei0KBnN0YXR1cxgEIAEoDjIdLnZpZ2lsLmRldmljZS52MS5EZXZpY2VTdGF0dXMSLgoKY3JlYXRlZF9hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKdXBkYXRlZF9hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEAoIdXNlcm5hbWUYByABKAkaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJlCgxEZXZpY2VSZWNvcmQSJwoGZGV2aWNlGAEgASgLMhcudmlnaWwuZGV2aWNlLnYxLkRldmljZRIVCg1wYXNzd29yZF9oYXNoGAIgASgMEhUKDXBhc3N3b3JkX3NhbHQYAyABKAwiMQoLQ3JlZGVudGlhbHMSEAoIdXNlcm5hbWUYASABKAkSEAoIcGFzc3dvcmQYAiABKAkiqwEKFVJlZ2lzdGVyRGV2aWNlUmVxdWVzdBIRCglkZXZpY2VfaWQYASABKAkSDAoEc2l0ZRgCIAEoCRJCCgZsYWJlbHMYAyADKAsyMi52aWdpbC5kZXZpY2UudjEuUmVnaXN0ZXJEZXZpY2VSZXF1ZXN0LkxhYmVsc0VudHJ5Gi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEidAoWUmVnaXN0ZXJEZXZpY2VSZXNwb25zZRInCgZkZXZpY2UYASABKAsyFy52aWdpbC5kZXZpY2UudjEuRGV2aWNlEjEKC2NyZWRlbnRpYWxzGAIgASgLMhwudmlnaWwuZGV2aWNlLnYxLkNyZWRlbnRpYWxzIiUKEEdldERldmljZVJlcXVlc3QSEQoJZGV2aWNlX2lkGAEgASgJIjwKEUdldERldmljZVJlc3BvbnNlEicKBmRldmljZRgBIAEoCzIXLnZpZ2lsLmRldmljZS52MS5EZXZpY2UizQEKE1VwZGF0ZURldmljZVJlcXVlc3QSEQoJZGV2aWNlX2lkGAEgASgJEhEKBHNpdGUYAiABKAlIAIgBARJACgZsYWJlbHMYAyADKAsyMC52aWdpbC5kZXZpY2UudjEuVXBkYXRlRGV2aWNlUmVxdWVzdC5MYWJlbHNFbnRyeRIWCg5yZXBsYWNlX2xhYmVscxgEIAEoCBotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBQgcKBV9zaXRlIj8KFFVwZGF0ZURldmljZVJlc3BvbnNlEicKBmRldmljZRgBIAEoCzIXLnZpZ2lsLmRldmljZS52MS5EZXZpY2UiKAoTUmV2b2tlRGV2aWNlUmVxdWVzdBIRCglkZXZpY2VfaWQYASABKAkiPwoUUmV2b2tlRGV2aWNlUmVzcG9uc2USJwoGZGV2aWNlGAEgASgLMhcudmlnaWwuZGV2aWNlLnYxLkRldmljZSJ4ChJMaXN0RGV2aWNlc1JlcXVlc3QSDAoEc2l0ZRgBIAEoCRItCgZzdGF0dXMYAiABKA4yHS52aWdpbC5kZXZpY2UudjEuRGV2aWNlU3RhdHVzEhEKCXBhZ2Vfc2l6ZRgDIAEoDRISCgpwYWdlX3Rva2VuGAQgASgJIlgKE0xpc3REZXZpY2VzUmVzcG9uc2USKAoHZGV2aWNlcxgBIAMoCzIXLnZpZ2lsLmRldmljZS52MS5EZXZpY2USFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJInkKEUNvbW1hbmRUcmFuc2l0aW9uEiwKBXN0YXRlGAEgASgOMh0udmlnaWwuZGV2aWNlLnYxLkNvbW1hbmRTdGF0ZRImCgJhdBgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDgoGZGV0YWlsGAMgASgJIoADCgdDb21tYW5kEhIKCmNvbW1hbmRfaWQYASABKAkSEQoJZGV2aWNlX2lkGAIgASgJEgwKBG5hbWUYAyABKAkSKAoHcGF5bG9hZBgEIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSLAoFc3RhdGUYBSABKA4yHS52aWdpbC5kZXZpY2UudjEuQ29tbWFuZFN0YXRlEjMKB2hpc3RvcnkYBiADKAsyIi52aWdpbC5kZXZpY2UudjEuQ29tbWFuZFRyYW5zaXRpb24SJwoGcmVzdWx0GAcgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIuCgpjcmVhdGVkX2F0GAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpleHBpcmVzX2F0GAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIqCgd0aW1lb3V0GAogASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uItQBChJTZW5kQ29tbWFuZFJlcXVlc3QSEQoJZGV2aWNlX2lkGAEgASgJEgwKBG5hbWUYAiABKAkSKAoHcGF5bG9hZBgDIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSKgoHdGltZW91dBgEIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIYChBxdWV1ZV9pZl9vZmZsaW5lGAUgASgIEi0KCmV4cGlyZXNfaW4YBiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iQAoTU2VuZENvbW1hbmRSZXNwb25zZRIpCgdjb21tYW5kGAEgASgLMhgudmlnaWwuZGV2aWNlLnYxLkNvbW1hbmQiTwoTTGlzdENvbW1hbmRzUmVxdWVzdBIRCglkZXZpY2VfaWQYASABKAkSEQoJcGFnZV9zaXplGAIgASgNEhIKCnBhZ2VfdG9rZW4YAyABKAkiWwoUTGlzdENvbW1hbmRzUmVzcG9uc2USKgoIY29tbWFuZHMYASADKAsyGC52aWdpbC5kZXZpY2UudjEuQ29tbWFuZBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiPQoWUHJvdmlzaW9uRGV2aWNlUmVxdWVzdBIRCglkZXZpY2VfaWQYASABKAkSEAoIcGFzc3dvcmQYAiABKAkiKAoXUHJvdmlzaW9uRGV2aWNlUmVzcG9uc2USDQoFZXJyb3IYASABKAkicQoVRGVsaXZlckNvbW1hbmRSZXF1ZXN0EikKB2NvbW1hbmQYASABKAsyGC52aWdpbC5kZXZpY2UudjEuQ29tbWFuZBItCgpleHBpcmVzX2luGAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIlsKFkRlbGl2ZXJDb21tYW5kUmVzcG9uc2USMQoHb3V0Y29tZRgBIAEoDjIgLnZpZ2lsLmRldmljZS52MS5EZWxpdmVyeU91dGNvbWUSDgoGZGV0YWlsGAIgASgJIncKCkNvbW1hbmRBY2sSEgoKY29tbWFuZF9pZBgBIAEoCRIRCglkZXZpY2VfaWQYAiABKAkSCgoCb2sYAyABKAgSJwoGcmVzdWx0GAQgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBINCgVlcnJvchgFIAEoCSpiCgxEZXZpY2VTdGF0dXMSHQoZREVWSUNFX1NUQVRVU19VTlNQRUNJRklFRBAAEhgKFERFVklDRV9TVEFUVVNfQUNUSVZFEAESGQoVREVWSUNFX1NUQVRVU19SRVZPS0VEEAIqgQIKDENvbW1hbmRTdGF0ZRIdChlDT01NQU5EX1NUQVRFX1VOU1BFQ0lGSUVEEAASGAoUQ09NTUFORF9TVEFURV9RVUVVRUQQARIWChJDT01NQU5EX1NUQVRFX1NFTlQQAhIXChNDT01NQU5EX1NUQVRFX0FDS0VEEAMSGgoWQ09NTUFORF9TVEFURV9SRUpFQ1RFRBAEEhsKF0NPTU1BTkRfU1RBVEVfVElNRURfT1VUEAUSGQoVQ09NTUFORF9TVEFURV9PRkZMSU5FEAYSGQoVQ09NTUFORF9TVEFURV9FWFBJUkVEEAcSGAoUQ09NTUFORF9TVEFURV9GQUlMRUQQCCqJAQoPRGVsaXZlcnlPdXRjb21lEiAKHERFTElWRVJZX09VVENPTUVfVU5TUEVDSUZJRUQQABIZChVERUxJVkVSWV9PVVRDT01FX1NFTlQQARIcChhERUxJVkVSWV9PVVRDT01FX09GRkxJTkUQAhIbChdERUxJVkVSWV9PVVRDT01FX0ZBSUxFRBADMpEFCg1EZXZpY2VTZXJ2aWNlEmEKDlJlZ2lzdGVyRGV2aWNlEiYudmlnaWwuZGV2aWNlLnYxLlJlZ2lzdGVyRGV2aWNlUmVxdWVzdBonLnZpZ2lsLmRldmljZS52MS5SZWdpc3RlckRldmljZVJlc3BvbnNlElIKCUdldERldmljZRIhLnZpZ2lsLmRldmljZS52MS5HZXREZXZpY2VSZXF1ZXN0GiIudmlnaWwuZGV2aWNlLnYxLkdldERldmljZVJlc3BvbnNlElsKDFVwZGF0ZURldmljZRIkLnZpZ2lsLmRldmljZS52MS5VcGRhdGVEZXZpY2VSZXF1ZXN0GiUudmlnaWwuZGV2aWNlLnYxLlVwZGF0ZURldmljZVJlc3BvbnNlElsKDFJldm9rZURldmljZRIkLnZpZ2lsLmRldmljZS52MS5SZXZva2VEZXZpY2VSZXF1ZXN0GiUudmlnaWwuZGV2aWNlLnYxLlJldm9rZURldmljZVJlc3BvbnNlElgKC0xpc3REZXZpY2VzEiMudmlnaWwuZGV2aWNlLnYxLkxpc3REZXZpY2VzUmVxdWVzdBokLnZpZ2lsLmRldmljZS52MS5MaXN0RGV2aWNlc1Jlc3BvbnNlElgKC1NlbmRDb21tYW5kEiMudmlnaWwuZGV2aWNlLnYxLlNlbmRDb21tYW5kUmVxdWVzdBokLnZpZ2lsLmRldmljZS52MS5TZW5kQ29tbWFuZFJlc3BvbnNlElsKDExpc3RDb21tYW5kcxIkLnZpZ2lsLmRldmljZS52MS5MaXN0Q29tbWFuZHNSZXF1ZXN0GiUudmlnaWwuZGV2aWNlLnYxLkxpc3RDb21tYW5kc1Jlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * A registered device.
@@ -525,6 +525,13 @@ export type Command = Message<"vigil.device.v1.Command"> & {
    * @generated from field: google.protobuf.Timestamp expires_at = 9;
    */
   expiresAt?: Timestamp | undefined;
+
+  /**
+   * How long the device has to acknowledge it once sent.
+   *
+   * @generated from field: google.protobuf.Duration timeout = 10;
+   */
+  timeout?: Duration | undefined;
 };
 
 /**
@@ -725,6 +732,113 @@ export const ProvisionDeviceResponseSchema: GenMessage<ProvisionDeviceResponse> 
   messageDesc(file_vigil_device_v1_device, 20);
 
 /**
+ * Bus request on `device.cmd.<deviceId>` from the DeviceService to a bridge: publish this command
+ * to the device (MQTT `devices/<id>/cmd`, QoS 1).
+ *
+ * @generated from message vigil.device.v1.DeliverCommandRequest
+ */
+export type DeliverCommandRequest = Message<"vigil.device.v1.DeliverCommandRequest"> & {
+  /**
+   * The command, with its id.
+   *
+   * @generated from field: vigil.device.v1.Command command = 1;
+   */
+  command?: Command | undefined;
+
+  /**
+   * How long the broker may keep it for the device (MQTT v5 message expiry); 0: no expiry.
+   *
+   * @generated from field: google.protobuf.Duration expires_in = 2;
+   */
+  expiresIn?: Duration | undefined;
+};
+
+/**
+ * Describes the message vigil.device.v1.DeliverCommandRequest.
+ * Use `create(DeliverCommandRequestSchema)` to create a new message.
+ */
+export const DeliverCommandRequestSchema: GenMessage<DeliverCommandRequest> = /*@__PURE__*/
+  messageDesc(file_vigil_device_v1_device, 21);
+
+/**
+ * Answer on `device.cmd.<deviceId>`.
+ *
+ * @generated from message vigil.device.v1.DeliverCommandResponse
+ */
+export type DeliverCommandResponse = Message<"vigil.device.v1.DeliverCommandResponse"> & {
+  /**
+   * How it went.
+   *
+   * @generated from field: vigil.device.v1.DeliveryOutcome outcome = 1;
+   */
+  outcome: DeliveryOutcome;
+
+  /**
+   * Detail, such as an error.
+   *
+   * @generated from field: string detail = 2;
+   */
+  detail: string;
+};
+
+/**
+ * Describes the message vigil.device.v1.DeliverCommandResponse.
+ * Use `create(DeliverCommandResponseSchema)` to create a new message.
+ */
+export const DeliverCommandResponseSchema: GenMessage<DeliverCommandResponse> = /*@__PURE__*/
+  messageDesc(file_vigil_device_v1_device, 22);
+
+/**
+ * Bus message on `device.ack.<commandId>`: a device's answer to a command, relayed by a bridge
+ * from MQTT `devices/<id>/cmd/ack` (JSON `{"commandId","ok","result","error"}`).
+ *
+ * @generated from message vigil.device.v1.CommandAck
+ */
+export type CommandAck = Message<"vigil.device.v1.CommandAck"> & {
+  /**
+   * The command answered.
+   *
+   * @generated from field: string command_id = 1;
+   */
+  commandId: string;
+
+  /**
+   * The device that answered.
+   *
+   * @generated from field: string device_id = 2;
+   */
+  deviceId: string;
+
+  /**
+   * Whether the device carried it out.
+   *
+   * @generated from field: bool ok = 3;
+   */
+  ok: boolean;
+
+  /**
+   * What it reported.
+   *
+   * @generated from field: google.protobuf.Struct result = 4;
+   */
+  result?: JsonObject | undefined;
+
+  /**
+   * Why it did not, when ok is false.
+   *
+   * @generated from field: string error = 5;
+   */
+  error: string;
+};
+
+/**
+ * Describes the message vigil.device.v1.CommandAck.
+ * Use `create(CommandAckSchema)` to create a new message.
+ */
+export const CommandAckSchema: GenMessage<CommandAck> = /*@__PURE__*/
+  messageDesc(file_vigil_device_v1_device, 23);
+
+/**
  * A device's state in the registry.
  *
  * @generated from enum vigil.device.v1.DeviceStatus
@@ -833,6 +947,47 @@ export enum CommandState {
  */
 export const CommandStateSchema: GenEnum<CommandState> = /*@__PURE__*/
   enumDesc(file_vigil_device_v1_device, 1);
+
+/**
+ * How a delivery went.
+ *
+ * @generated from enum vigil.device.v1.DeliveryOutcome
+ */
+export enum DeliveryOutcome {
+  /**
+   * Never used.
+   *
+   * @generated from enum value: DELIVERY_OUTCOME_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * The broker took it for the device.
+   *
+   * @generated from enum value: DELIVERY_OUTCOME_SENT = 1;
+   */
+  SENT = 1,
+
+  /**
+   * The device is not connected (no subscriber to its command topic).
+   *
+   * @generated from enum value: DELIVERY_OUTCOME_OFFLINE = 2;
+   */
+  OFFLINE = 2,
+
+  /**
+   * It could not be published.
+   *
+   * @generated from enum value: DELIVERY_OUTCOME_FAILED = 3;
+   */
+  FAILED = 3,
+}
+
+/**
+ * Describes the enum vigil.device.v1.DeliveryOutcome.
+ */
+export const DeliveryOutcomeSchema: GenEnum<DeliveryOutcome> = /*@__PURE__*/
+  enumDesc(file_vigil_device_v1_device, 2);
 
 /**
  * Registers devices and sends them commands.
