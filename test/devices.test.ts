@@ -406,4 +406,71 @@ describe('devices: registry, per-device credentials and topic ACLs on mosquitto 
       )
     })
   })
+
+  it('vigil simulate: devices register themselves, publish readings with injected anomalies, and answer commands', async () => {
+    const sim = startChild(
+      process.execPath,
+      [
+        '--import',
+        'tsx',
+        cli,
+        'simulate',
+        '--devices',
+        '3',
+        '--interval',
+        '100ms',
+        '--anomaly-rate',
+        '0.2',
+        '--for',
+        '6s',
+        '--prefix',
+        'simt',
+      ],
+      {
+        env: {
+          ...process.env,
+          VIGIL_QUERY_ADDR: query.url,
+          VIGIL_MQTT_URL: broker.url,
+          VIGIL_DATA_DIR: dir.path,
+        },
+      },
+    )
+    await eventually(
+      async () =>
+        (await storedReadings(nc)).readings.filter((r) => r.deviceId.startsWith('simt-')).length >= 30,
+      20_000,
+      'simulated readings on the bus',
+    ).catch((err: Error) => {
+      throw new Error(`${err.message}\n${sim.output()}`)
+    })
+    const answered = await client().sendCommand({
+      deviceId: 'simt-0002',
+      name: 'set-interval',
+      payload: { seconds: 0.2 },
+    })
+    assert.equal(
+      answered.command?.state,
+      CommandState.ACKED,
+      (answered.command?.history ?? []).map((h) => h.detail).join('; '),
+    )
+    assert.deepEqual(answered.command?.result, { intervalSeconds: 0.2 })
+    const refused = await client().sendCommand({ deviceId: 'simt-0002', name: 'dance' })
+    assert.equal(refused.command?.state, CommandState.REJECTED)
+    assert.equal(await sim.exited, 0, sim.output())
+    assert.match(sim.output(), /registered 3 devices/)
+    const { readings } = await storedReadings(nc)
+    const simulated = readings.filter((r) => r.deviceId.startsWith('simt-'))
+    assert.deepEqual([...new Set(simulated.map((r) => r.deviceId))].sort(), [
+      'simt-0001',
+      'simt-0002',
+      'simt-0003',
+    ])
+    assert.ok(
+      simulated.some((r) => r.meta.sim_anomaly),
+      'some anomalies injected and labelled',
+    )
+    assert.equal(Object.keys(simulated[0]?.sensors ?? {}).length, 6)
+    const registered = await client().listDevices({ site: '' })
+    assert.ok(registered.devices.some((d) => d.deviceId === 'simt-0001' && d.labels.simulated === 'true'))
+  })
 })

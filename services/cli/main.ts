@@ -3,6 +3,7 @@ import { ConfigError } from '../common/config.js'
 import { broker } from './broker.js'
 import { devices } from './devices.js'
 import { models } from './models.js'
+import { simulate } from './simulate.js'
 import { train } from './train.js'
 import { up } from './up.js'
 
@@ -16,6 +17,7 @@ Commands:
   models list|show|promote|rollback   the model registry
   devices add|list|show|update|revoke the device registry
   broker init-dynsec FILE             the broker's first dynamic-security file
+  simulate [--devices N] [...]        a fleet of simulated devices over MQTT
   help                                this text
 
 "vigil <command> --help" tells more about one command.
@@ -36,6 +38,8 @@ async function main(argv: string[]): Promise<number> {
       return devices(rest)
     case 'broker':
       return broker(rest)
+    case 'simulate':
+      return simulate(rest)
     case undefined:
     case 'help':
     case '--help':

@@ -210,11 +210,13 @@ function numberFlag(
   return n
 }
 
-/** `90m`, `36h`, `7d`, `45s` in milliseconds, or undefined. */
+/** `250ms`, `45s`, `90m`, `36h`, `7d` in milliseconds, or undefined. */
 export function parseDuration(text: string): number | undefined {
-  const m = /^(\d+(?:\.\d+)?)(s|m|h|d)$/.exec(text.trim())
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h|d)$/.exec(text.trim())
   if (!m) return undefined
-  const unit = { s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000 }[m[2] as 's' | 'm' | 'h' | 'd']
+  const unit = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000 }[
+    m[2] as 'ms' | 's' | 'm' | 'h' | 'd'
+  ]
   return Number(m[1]) * unit
 }
 

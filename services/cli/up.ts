@@ -216,7 +216,29 @@ export async function up(argv: string[]): Promise<number> {
       }),
     )
     if (flags.simulate > 0) {
-      rows.push({ component: 'simulator', address: '-', state: 'not built yet (issue "The whole stack")' })
+      // The simulated fleet: its devices register themselves and publish over MQTT.
+      const sim = new Supervised(
+        {
+          name: 'simulator',
+          command: process.execPath,
+          args: [...entryOf('services/cli/main'), 'simulate', '--devices', String(flags.simulate)],
+          env: {
+            ...process.env,
+            VIGIL_MQTT_URL: mqttUrl ?? `mqtt://127.0.0.1:${DEFAULT_PORTS.mqtt}`,
+            VIGIL_QUERY_ADDR: `http://127.0.0.1:${DEFAULT_PORTS.query}`,
+            VIGIL_DATA_DIR: dataDir,
+          },
+          logDir,
+        },
+        say,
+      )
+      sim.start()
+      children.push(sim)
+      rows.push({
+        component: 'simulator',
+        address: '-',
+        state: `${flags.simulate} devices, a reading per second each, anomalies now and then (${sim.logFile})`,
+      })
     }
 
     say('')
