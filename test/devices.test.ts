@@ -391,6 +391,33 @@ describe('devices: registry, per-device credentials and topic ACLs on mosquitto 
       await c.endAsync()
     })
 
+    it('keeps a queued command through a restart of the query service and delivers it after', async () => {
+      const { credentials } = await client().registerDevice({ deviceId: 'cmd-5' })
+      const queued = await client().sendCommand({ deviceId: 'cmd-5', name: 'reboot', queueIfOffline: true })
+      assert.equal(queued.command?.state, CommandState.QUEUED)
+      await query.stop()
+      query = await startService('query', {
+        VIGIL_NATS_URL: nats.url,
+        VIGIL_DATA_DIR: dir.path,
+        VIGIL_MQTT_DYNSEC: 'true',
+      })
+      const listed = await client().listCommands({ deviceId: 'cmd-5' })
+      assert.equal(listed.commands[0]?.state, CommandState.QUEUED)
+      const c = await connect('cmd-5', credentials?.password ?? '')
+      c.on('message', (_t, payload) => {
+        const cmd = JSON.parse(payload.toString())
+        c.publish('devices/cmd-5/cmd/ack', JSON.stringify({ commandId: cmd.commandId, ok: true }), { qos: 1 })
+      })
+      await c.subscribeAsync('devices/cmd-5/cmd', { qos: 1 })
+      await eventually(
+        async () =>
+          (await client().listCommands({ deviceId: 'cmd-5' })).commands[0]?.state === CommandState.ACKED,
+        15_000,
+        'the queued command delivered by the restarted service',
+      )
+      await c.endAsync()
+    })
+
     it('answers command mistakes with the right codes', async () => {
       await assert.rejects(
         client().sendCommand({ deviceId: 'ghost', name: 'reboot' }),
