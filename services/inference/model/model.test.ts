@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
 import * as ort from 'onnxruntime-node'
-import { buildOnnx, GRAPH, InvalidModelError, readSpec, withVersion } from './onnx.js'
+import { buildOnnx, GRAPH, InvalidModelError, readSpec, scoreOutputsOf, withVersion } from './onnx.js'
 import { scoreReference } from './reference.js'
 import { interpret, type ModelSpec, modelName, type ScoreOutputs } from './spec.js'
 import { fQuantile, normalQuantile, quantile } from './stats.js'
@@ -40,16 +40,7 @@ async function runOrt(
 ): Promise<ScoreOutputs> {
   const session = await ort.InferenceSession.create(bytes)
   try {
-    const out = await session.run({ [GRAPH.input]: new ort.Tensor('float64', values, [rows, f]) })
-    const get = (name: string) => out[name]?.data as Float64Array
-    return {
-      score: get('score'),
-      spe: get('spe'),
-      t2: get('t2'),
-      speParts: get('spe_parts'),
-      t2Parts: get('t2_parts'),
-      contributions: get('contributions'),
-    }
+    return scoreOutputsOf(await session.run({ [GRAPH.input]: new ort.Tensor('float64', values, [rows, f]) }))
   } finally {
     await session.release()
   }

@@ -24,7 +24,7 @@ import {
   ValueInfoProtoSchema,
 } from 'onnx-buf'
 import { rbcDiagonal } from './reference.js'
-import { MODEL_FORMAT, type ModelSpec } from './spec.js'
+import { MODEL_FORMAT, type ModelSpec, type ScoreOutputs } from './spec.js'
 
 /** Names of the graph's input and outputs: the contract between the file and the runtime. */
 export const GRAPH = {
@@ -36,6 +36,19 @@ export const GRAPH = {
 } as const
 
 const IR_VERSION = 8n // ONNX 1.10+, opset 13
+
+/** The graph's outputs, by name, from what ONNX Runtime's `run` returned. */
+export function scoreOutputsOf(out: Record<string, { data: unknown } | undefined>): ScoreOutputs {
+  const get = (name: (typeof GRAPH.outputs)[number]) => out[name]?.data as Float64Array
+  return {
+    score: get('score'),
+    spe: get('spe'),
+    t2: get('t2'),
+    speParts: get('spe_parts'),
+    t2Parts: get('t2_parts'),
+    contributions: get('contributions'),
+  }
+}
 
 export function buildOnnx(spec: ModelSpec): Uint8Array {
   const f = spec.features.length

@@ -3,8 +3,8 @@
 // `release` posted after some `run`s is handled after them.
 import { parentPort, workerData } from 'node:worker_threads'
 import * as ort from 'onnxruntime-node'
-import { GRAPH, readSpec } from '../model/onnx.js'
-import type { ModelSpec, ScoreOutputs } from '../model/spec.js'
+import { GRAPH, readSpec, scoreOutputsOf } from '../model/onnx.js'
+import type { ModelSpec } from '../model/spec.js'
 import type { Routes } from '../routing.js'
 import { type RunnableModel, scoreReadingBatch, UndecodableBatchError } from './batch.js'
 import type { WorkerReply, WorkerRequest, WorkerSetup } from './protocol.js'
@@ -148,15 +148,7 @@ function runnable(spec: ModelSpec, session: ort.InferenceSession): RunnableModel
       const out = await session.run({
         [GRAPH.input]: new ort.Tensor('float64', values, [rows, spec.features.length]),
       })
-      const get = (name: string) => out[name]?.data as Float64Array
-      return {
-        score: get('score'),
-        spe: get('spe'),
-        t2: get('t2'),
-        speParts: get('spe_parts'),
-        t2Parts: get('t2_parts'),
-        contributions: get('contributions'),
-      } satisfies ScoreOutputs
+      return scoreOutputsOf(out)
     },
   }
 }
