@@ -3,15 +3,18 @@
 # changed since the last install) and the Debian packages the stack and tests use.
 #   --quiet      print nothing when there is nothing to do
 #   --node-only  skip the Debian packages (for generate, build and check)
+#   --browser    also Debian's chromium and chromium-driver (the dashboard's browser tests)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 quiet=false
 node_only=false
+browser=false
 for arg in "$@"; do
   case "$arg" in
     --quiet) quiet=true ;;
     --node-only) node_only=true ;;
+    --browser) browser=true ;;
     *) echo "setup: unknown option $arg" >&2; exit 2 ;;
   esac
 done
@@ -42,6 +45,10 @@ missing=()
 command -v nats-server >/dev/null || missing+=(nats-server)
 command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
 command -v mosquitto_pub >/dev/null || missing+=(mosquitto-clients)
+if $browser; then
+  command -v chromium >/dev/null || missing+=(chromium)
+  command -v chromedriver >/dev/null || missing+=(chromium-driver)
+fi
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "setup: installing Debian packages: ${missing[*]}"
@@ -57,5 +64,5 @@ if [ ${#missing[@]} -gt 0 ]; then
     exit 1
   fi
 else
-  say "nats-server, mosquitto and mosquitto-clients are installed"
+  say "nats-server, mosquitto and mosquitto-clients are installed$($browser && echo ', and chromium')"
 fi

@@ -1,4 +1,5 @@
-import type { CommonConfig, EnvReader } from '../common/config.js'
+import { type CommonConfig, DEFAULT_PORTS, type EnvReader } from '../common/config.js'
+import { defaultDashboardDir } from '../dashboard/serve.js'
 import { readStoreConfig, type StoreConfig } from '../store/config.js'
 
 export interface QueryConfig extends StoreConfig {
@@ -11,6 +12,10 @@ export interface QueryConfig extends StoreConfig {
   runWriter: boolean
   /** The broker uses dynamic security: a registration waits until a bridge gave the device its account. */
   mqttDynsec: boolean
+  /** The built dashboard served at `/`. */
+  dashboardDir: string
+  /** Where browsers reach the inference service (the dashboard's model panel). */
+  inferencePublicUrl: string
 }
 
 /** The query service's own variables (see README.md). */
@@ -26,5 +31,11 @@ export function readQueryConfig(r: EnvReader, common: CommonConfig): QueryConfig
     onlineWindowMs: r.int('VIGIL_ONLINE_WINDOW_MS', 300_000, 1_000, 86_400_000),
     runWriter,
     mqttDynsec: r.bool('VIGIL_MQTT_DYNSEC', false),
+    dashboardDir: r.string('VIGIL_DASHBOARD_DIR', defaultDashboardDir()),
+    inferencePublicUrl: r.url(
+      'VIGIL_INFERENCE_PUBLIC_URL',
+      r.optionalString('VIGIL_INFERENCE_ADDR') ?? `http://127.0.0.1:${DEFAULT_PORTS.inference}`,
+      ['http', 'https'],
+    ) as string,
   }
 }

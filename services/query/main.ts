@@ -3,6 +3,7 @@ import { connectBus } from '../common/bus.js'
 import { migrate, openClickHouse } from '../common/clickhouse.js'
 import { DEFAULT_PORTS } from '../common/config.js'
 import { DeviceRegistry } from '../common/devices.js'
+import { dashboardRoute } from '../dashboard/serve.js'
 import { runService } from '../common/service.js'
 import { MIGRATIONS } from '../store/migrations.js'
 import { startStoreWriters } from '../store/start.js'
@@ -33,6 +34,9 @@ await runService({
     const commands = await CommandService.open(bus.nc, devices, log)
     const dispatcher = commands.runDispatcher(lifecycle.signal)
     lifecycle.onStop('command dispatcher', () => dispatcher)
-    return { routes: queryRoutes({ config, ch, nc: bus.nc, log }, devices, provision, commands) }
+    return {
+      routes: queryRoutes({ config, ch, nc: bus.nc, log }, devices, provision, commands),
+      httpRoutes: [dashboardRoute({ dir: config.dashboardDir, inferenceUrl: config.inferencePublicUrl })],
+    }
   },
 })
