@@ -174,6 +174,25 @@ describe('dashboard in a real browser (Debian chromium) against the real stack',
     await page.screenshot({ path: `${shots}models.png`, fullPage: true })
   })
 
+  it('shows that a lost stream is reconnecting, and goes live again when the service is back', async () => {
+    await page.goto(`${query.url}/#/device/web-0004`)
+    await page.waitForSelector('[data-state="live"]', { timeout: 30_000 })
+    const port = query.port
+    await query.stop()
+    await page.waitForSelector('[data-state="reconnecting"]', { timeout: 20_000 })
+    query = await startService(
+      'query',
+      {
+        VIGIL_NATS_URL: nats.url,
+        VIGIL_MQTT_DYNSEC: 'true',
+        VIGIL_DATA_DIR: dir.path,
+        VIGIL_INFERENCE_PUBLIC_URL: inference.url,
+      },
+      { port },
+    )
+    await page.waitForSelector('[data-state="live"]', { timeout: 30_000 })
+  })
+
   it('says in words when the API refuses, and keeps working', async () => {
     await page.goto(`${query.url}/#/device/web-0003`)
     await page.fill('input[aria-label="payload"]', '{"seconds": 99999}')

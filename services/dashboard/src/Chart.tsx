@@ -22,7 +22,7 @@ export function Chart({ data, height = 320 }: { data: ChartData; height?: number
   useEffect(() => {
     if (!box.current) return
     const opts: uPlot.Options = {
-      width: box.current.clientWidth || 800,
+      width: Math.max(200, (box.current.clientWidth || 800) - 16),
       height,
       series: [
         {},
@@ -44,7 +44,8 @@ export function Chart({ data, height = 320 }: { data: ChartData; height?: number
       scales: { x: { time: true } },
     }
     plot.current = new uPlot(opts, toAligned(data), box.current)
-    const resize = () => plot.current?.setSize({ width: box.current?.clientWidth || 800, height })
+    const resize = () =>
+      plot.current?.setSize({ width: Math.max(200, (box.current?.clientWidth || 800) - 16), height })
     window.addEventListener('resize', resize)
     return () => {
       window.removeEventListener('resize', resize)

@@ -102,12 +102,14 @@ export function DevicePage({ deviceId, atMs }: { deviceId: string; atMs?: number
     )
   }, [deviceId, atMs])
 
-  const chart: ChartData = useMemo(
-    () => ({
-      x: points.times,
-      series: [...points.values].map(([name, values]) => ({ name, values })),
-      markers: points.markers,
-    }),
+  // One chart per sensor (their units and ranges differ), anomaly markers on each.
+  const charts: ChartData[] = useMemo(
+    () =>
+      [...points.values].map(([name, values]) => ({
+        x: points.times,
+        series: [{ name, values }],
+        markers: points.markers,
+      })),
     [points],
   )
 
@@ -132,7 +134,14 @@ export function DevicePage({ deviceId, atMs }: { deviceId: string; atMs?: number
           {points.times.length} points
         </span>
       </div>
-      <Chart data={chart} />
+      <div className="charts">
+        {charts.map((c) => (
+          <div key={c.series[0]?.name}>
+            <h3>{c.series[0]?.name}</h3>
+            <Chart data={c} height={150} />
+          </div>
+        ))}
+      </div>
       <div className="columns">
         <div className="panel">
           <h2>Latest inference</h2>
