@@ -215,6 +215,12 @@ export async function up(argv: string[]): Promise<number> {
           : `not ready after 90 s (see ${child.logFile})`
       }),
     )
+    const dashboardBuilt = existsSync(join(repoRoot, 'dist', 'dashboard', 'index.html'))
+    rows.push({
+      component: 'dashboard',
+      address: `http://127.0.0.1:${DEFAULT_PORTS.query}/`,
+      state: dashboardBuilt ? 'served by query — open it in a browser' : 'not built: run "npm run build" (npm start does)',
+    })
     if (flags.simulate > 0) {
       // The simulated fleet: its devices register themselves and publish over MQTT.
       const sim = new Supervised(
