@@ -1,6 +1,8 @@
 // `npm run bench [-- <suite>] [--readings N] [--devices N] [--connections N] [--rounds N]`
-// Suites: ingest (default), store (`--rows N --devices N`), inference (`--seconds N --readings N`). Each prints a table of figures measured against the bare
+// Suites: ingest (default), store (`--rows N --devices N`), inference (`--seconds N --readings N`),
+// dashboard (`--devices N --points N`). Each prints a table of figures measured against the bare
 // infrastructure in the same run.
+import { benchDashboard } from './dashboard.js'
 import { benchInference } from './inference.js'
 import { benchIngest } from './ingest.js'
 import { benchStore } from './store.js'
@@ -30,7 +32,10 @@ switch (suite) {
   case 'inference':
     await benchInference({ seconds: flag(args, 'seconds', 5), readings: flag(args, 'readings', 200_000) })
     break
+  case 'dashboard':
+    await benchDashboard({ devices: flag(args, 'devices', 5_000), points: flag(args, 'points', 100_000) })
+    break
   default:
-    process.stderr.write(`unknown benchmark "${suite}"; suites: ingest, store, inference\n`)
+    process.stderr.write(`unknown benchmark "${suite}"; suites: ingest, store, inference, dashboard\n`)
     process.exitCode = 2
 }

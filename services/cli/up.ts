@@ -219,7 +219,9 @@ export async function up(argv: string[]): Promise<number> {
     rows.push({
       component: 'dashboard',
       address: `http://127.0.0.1:${DEFAULT_PORTS.query}/`,
-      state: dashboardBuilt ? 'served by query — open it in a browser' : 'not built: run "npm run build" (npm start does)',
+      state: dashboardBuilt
+        ? 'served by query — open it in a browser'
+        : 'not built: run "npm run build" (npm start does)',
     })
     if (flags.simulate > 0) {
       // The simulated fleet: its devices register themselves and publish over MQTT.
