@@ -1,5 +1,6 @@
 import {
   AckPolicy,
+  type ConsumerInfo,
   DeliverPolicy,
   DiscardPolicy,
   type JetStreamClient,
@@ -14,10 +15,12 @@ import {
 import { Kvm } from '@nats-io/kv'
 import { Objm } from '@nats-io/obj'
 import { connect, type NatsConnection } from '@nats-io/transport-node'
+import { Gauge, type Registry } from 'prom-client'
 import { RejectReason } from '../../gen/vigil/telemetry/v1/telemetry_pb.js'
 import type { CommonConfig } from './config.js'
 import { sleep } from './health.js'
 import type { Logger } from './log.js'
+import { registeredOnce } from './metrics.js'
 import { keepRejected } from './rejections.js'
 
 export type { JetStreamClient, JetStreamManager, JsMsg, NatsConnection }
@@ -315,4 +318,38 @@ export async function runConsumer(opts: ConsumerLoopOptions): Promise<void> {
     }
   }
   await Promise.all(inFlight)
+}
+
+/**
+ * JetStream consumer lag as Prometheus gauges, read from the server at each scrape:
+ * `vigil_consumer_pending` (messages not yet delivered), `vigil_consumer_ack_pending` (delivered,
+ * not yet acknowledged) and `vigil_consumer_redelivered`, labelled by stream and durable.
+ */
+export function registerConsumerLag(
+  registry: Registry,
+  jsm: JetStreamManager,
+  consumers: { stream: string; durable: string }[],
+): void {
+  const labelNames = ['stream', 'durable'] as const
+  const gauge = (name: string, help: string, read: (info: ConsumerInfo) => number) =>
+    registeredOnce(
+      registry,
+      name,
+      () =>
+        new Gauge({
+          name,
+          help,
+          labelNames,
+          registers: [registry],
+          async collect() {
+            for (const c of consumers) {
+              const info = await jsm.consumers.info(c.stream, c.durable).catch(() => undefined)
+              if (info) this.set({ stream: c.stream, durable: c.durable }, read(info))
+            }
+          },
+        }),
+    )
+  gauge('vigil_consumer_pending', 'Messages of the stream not yet delivered to the consumer.', (i) => i.num_pending)
+  gauge('vigil_consumer_ack_pending', 'Messages delivered to the consumer and not yet acknowledged.', (i) => i.num_ack_pending)
+  gauge('vigil_consumer_redelivered', 'Messages delivered to the consumer more than once.', (i) => i.num_redelivered)
 }

@@ -1,5 +1,5 @@
 import { jetstream, jetstreamManager } from '@nats-io/jetstream'
-import type { NatsConnection } from '../common/nats.js'
+import { BUS, type NatsConnection, registerConsumerLag } from '../common/nats.js'
 import type { ServiceKit } from '../common/service.js'
 import { Bootstrap } from './bootstrap.js'
 import type { InferenceConfig } from './config.js'
@@ -9,7 +9,7 @@ import { ActiveModels } from './models.js'
 import { ModelRegistry } from './registry.js'
 import { inferenceRoutes } from './routes/index.js'
 import { ScoringPool } from './runtime/pool.js'
-import { runInferenceWorker } from './worker.js'
+import { runInferenceWorker, WORKER_DURABLE } from './worker.js'
 
 /**
  * Everything an inference process runs besides its server: the scoring threads, the models
@@ -46,9 +46,11 @@ export async function startInference(
   })
   lifecycle.onStop('bootstrap', () => bootstrapped)
   if (config.worker) {
+    const jsm = await jetstreamManager(nc)
+    registerConsumerLag(kit.metrics.registry, jsm, [{ stream: BUS.streams.telemetry, durable: WORKER_DURABLE }])
     const worker = runInferenceWorker({
       js,
-      jsm: await jetstreamManager(nc),
+      jsm,
       models,
       pool,
       log,

@@ -14,6 +14,7 @@ import {
   type JetStreamManager,
   type JsMsg,
   PoisonMessageError,
+  registerConsumerLag,
   runConsumer,
 } from '../common/nats.js'
 import { inferenceRow, rejectedRow, telemetryRow } from './rows.js'
@@ -88,6 +89,11 @@ export async function runWriters(opts: WriterOptions): Promise<void> {
       },
     },
   ]
+  registerConsumerLag(
+    opts.registry,
+    opts.jsm,
+    writers.map((w) => ({ stream: w.stream, durable: w.durable })),
+  )
   await Promise.all(
     writers.map(async (w) => {
       // Unlimited deliveries: a ClickHouse outage must not turn good messages into dead letters.
