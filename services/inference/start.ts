@@ -47,7 +47,9 @@ export async function startInference(
   lifecycle.onStop('bootstrap', () => bootstrapped)
   if (config.worker) {
     const jsm = await jetstreamManager(nc)
-    registerConsumerLag(kit.metrics.registry, jsm, [{ stream: BUS.streams.telemetry, durable: WORKER_DURABLE }])
+    registerConsumerLag(kit.metrics.registry, jsm, [
+      { stream: BUS.streams.telemetry, durable: WORKER_DURABLE },
+    ])
     const worker = runInferenceWorker({
       js,
       jsm,
