@@ -349,7 +349,19 @@ export function registerConsumerLag(
           },
         }),
     )
-  gauge('vigil_consumer_pending', 'Messages of the stream not yet delivered to the consumer.', (i) => i.num_pending)
-  gauge('vigil_consumer_ack_pending', 'Messages delivered to the consumer and not yet acknowledged.', (i) => i.num_ack_pending)
-  gauge('vigil_consumer_redelivered', 'Messages delivered to the consumer more than once.', (i) => i.num_redelivered)
+  gauge(
+    'vigil_consumer_pending',
+    'Messages of the stream not yet delivered to the consumer.',
+    (i) => i.num_pending,
+  )
+  gauge(
+    'vigil_consumer_ack_pending',
+    'Messages delivered to the consumer and not yet acknowledged.',
+    (i) => i.num_ack_pending,
+  )
+  gauge(
+    'vigil_consumer_redelivered',
+    'Messages delivered to the consumer more than once.',
+    (i) => i.num_redelivered,
+  )
 }
