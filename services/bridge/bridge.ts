@@ -8,6 +8,7 @@ import { rejectReasonToken } from '../common/nats.js'
 import type { RateLimiter } from '../common/rate-limit.js'
 import { canonicalizeReading, decodeReading, deviceIdFromTopic, type Refusal } from '../common/readings.js'
 import { keepRejected, rejectedCounter } from '../common/rejections.js'
+import { contextFromTraceparent, SpanKind, startSpan } from '../common/tracing.js'
 import type { InboundMessage, MqttSession } from './mqtt-session.js'
 
 const NO_PAYLOAD = Buffer.alloc(0)
@@ -93,15 +94,26 @@ export class Bridge {
     // The payload is a view into the socket's buffer; holding it until the JetStream ack would keep
     // whole socket reads alive. Only the packet id is needed from here on.
     msg.payload = NO_PAYLOAD
-    this.deps.batcher.add(decoded.reading, (err) => {
-      // Without giveUpAfterMs the batcher retries until stored; an error means it was closed, and
-      // then the message stays unacknowledged and the broker redelivers it.
-      if (err) {
-        this.release()
-        return
-      }
-      this.ack(msg, 'stored')
+    // Tracing (when on): the reading's span, continuing the device's trace when it sent one.
+    const span = startSpan('mqtt.receive', {
+      kind: SpanKind.CONSUMER,
+      parent: contextFromTraceparent(msg.traceparent),
+      attributes: { 'vigil.device_id': decoded.reading.deviceId, 'vigil.event_id': decoded.reading.eventId },
     })
+    span?.end()
+    this.deps.batcher.add(
+      decoded.reading,
+      (err) => {
+        // Without giveUpAfterMs the batcher retries until stored; an error means it was closed, and
+        // then the message stays unacknowledged and the broker redelivers it.
+        if (err) {
+          this.release()
+          return
+        }
+        this.ack(msg, 'stored')
+      },
+      span?.spanContext(),
+    )
   }
 
   private lastReceivedAt: Timestamp | undefined

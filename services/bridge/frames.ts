@@ -5,6 +5,8 @@ export interface PublishFrame {
   qos: 0 | 1 | 2
   messageId: number | undefined
   contentType: string | undefined
+  /** A W3C `traceparent` the device sent as an MQTT v5 user property. */
+  traceparent?: string
   /** The connection it came on (see MqttSession). */
   generation: number
 }
@@ -72,6 +74,7 @@ export class FrameSplitter {
       at += 2
     }
     let contentType: string | undefined
+    let traceparent: string | undefined
     if (this.protocolVersion() === 5) {
       const [propsLength, lengthBytes] = readVarint(buf, at)
       at += lengthBytes
@@ -104,9 +107,14 @@ export class FrameSplitter {
             at += 2 + buf.readUInt16BE(at)
             break
           case 0x26: {
-            // user property: two strings
-            at += 2 + buf.readUInt16BE(at)
-            at += 2 + buf.readUInt16BE(at)
+            // user property: two strings; `traceparent` continues the device's trace
+            const keyLength = buf.readUInt16BE(at)
+            const isTraceparent =
+              keyLength === 11 && buf.toString('latin1', at + 2, at + 13) === 'traceparent'
+            at += 2 + keyLength
+            const valueLength = buf.readUInt16BE(at)
+            if (isTraceparent) traceparent = buf.toString('latin1', at + 2, at + 2 + valueLength)
+            at += 2 + valueLength
             break
           }
           default:
@@ -115,7 +123,15 @@ export class FrameSplitter {
       }
       at = propsEnd
     }
-    return { topic, payload: buf.subarray(at, end), qos, messageId, contentType, generation: this.generation }
+    return {
+      topic,
+      payload: buf.subarray(at, end),
+      qos,
+      messageId,
+      contentType,
+      traceparent,
+      generation: this.generation,
+    }
   }
 }
 

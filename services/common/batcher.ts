@@ -7,8 +7,9 @@ import { encodeReadingBatch } from './codec.js'
 import type { CommonConfig, EnvReader } from './config.js'
 import type { Logger } from './log.js'
 import { registeredOnce } from './metrics.js'
-import { partitionOf, rawSubject } from './nats.js'
+import { type MsgHdrs, partitionOf, rawSubject } from './nats.js'
 import type { ServiceKit } from './service.js'
+import { contextOf, headersFor, type SpanContext, SpanKind, startSpan } from './tracing.js'
 
 /** Batch size and linger time, read the same way by every producer (bridge, ingest). */
 export function readBatchConfig(r: EnvReader): { batchMax: number; batchLingerMs: number } {
@@ -41,8 +42,13 @@ export interface BatcherOptions {
 interface Pending {
   readings: Reading[]
   callbacks: StoredCallback[]
+  /** The readings' spans (tracing on). */
+  spans: SpanContext[]
   timer: NodeJS.Timeout | undefined
 }
+
+/** Links from a batch's span to its readings, at most (the rest are counted in an attribute). */
+const MAX_LINKS = 128
 
 /**
  * Collects readings per partition and publishes each partition's readings as one `ReadingBatch`
@@ -67,6 +73,7 @@ export class ReadingBatcher {
     this.partitions = Array.from({ length: opts.partitions }, () => ({
       readings: [],
       callbacks: [],
+      spans: [],
       timer: undefined,
     }))
     this.metrics = busMetrics(opts.registry)
@@ -78,7 +85,7 @@ export class ReadingBatcher {
   }
 
   /** Adds a canonical reading; `done` runs once its batch is stored (or given up on). */
-  add(reading: Reading, done: StoredCallback): void {
+  add(reading: Reading, done: StoredCallback, spanContext?: SpanContext): void {
     if (this.closed) {
       done(new Error('the batcher is closed'))
       return
@@ -87,14 +94,17 @@ export class ReadingBatcher {
     const part = this.partitions[p]!
     part.readings.push(reading)
     part.callbacks.push(done)
+    if (spanContext) part.spans.push(spanContext)
     this.inFlight++
     if (part.readings.length >= this.maxBatch) this.flushPartition(p)
     else part.timer ??= setTimeout(() => this.flushPartition(p), this.lingerMs)
   }
 
   /** Adds a reading and resolves when it is stored. */
-  store(reading: Reading): Promise<void> {
-    return new Promise((resolve, reject) => this.add(reading, (err) => (err ? reject(err) : resolve())))
+  store(reading: Reading, spanContext?: SpanContext): Promise<void> {
+    return new Promise((resolve, reject) =>
+      this.add(reading, (err) => (err ? reject(err) : resolve()), spanContext),
+    )
   }
 
   /** Publishes everything waiting now and resolves when every batch in flight is stored. */
@@ -116,15 +126,25 @@ export class ReadingBatcher {
     if (part.readings.length === 0) return
     const readings = part.readings
     const callbacks = part.callbacks
+    const spans = part.spans
     part.readings = []
     part.callbacks = []
+    part.spans = []
     this.metrics.pending.set(this.inFlight)
     const batchId = `${this.opts.source}-${this.idPrefix}-${(this.counter++).toString(36)}`
     const data = encodeReadingBatch(batchId, readings, this.opts.source)
-    const publishing = this.publish(rawSubject(p), batchId, data, readings.length).then(
+    // Tracing (when on): the batch's span is a child of its first reading's and links to the others.
+    const span = startSpan('bus.publish ReadingBatch', {
+      kind: SpanKind.PRODUCER,
+      parent: contextOf(spans[0]),
+      links: spans.slice(1, MAX_LINKS).map((context) => ({ context })),
+      attributes: { 'vigil.batch_id': batchId, 'vigil.readings': readings.length },
+    })
+    const publishing = this.publish(rawSubject(p), batchId, data, readings.length, headersFor(span)).then(
       () => settle(undefined),
       (err: Error) => settle(err),
     )
+    void publishing.finally(() => span?.end())
     const settle = (err: Error | undefined) => {
       this.inFlight -= callbacks.length
       this.metrics.pending.set(this.inFlight)
@@ -134,7 +154,13 @@ export class ReadingBatcher {
     void publishing.finally(() => this.inFlightBatches.delete(publishing))
   }
 
-  private async publish(subject: string, batchId: string, data: Uint8Array, size: number): Promise<void> {
+  private async publish(
+    subject: string,
+    batchId: string,
+    data: Uint8Array,
+    size: number,
+    headers?: MsgHdrs,
+  ): Promise<void> {
     const started = Date.now()
     let delay = 50
     for (let attempt = 1; ; attempt++) {
@@ -142,6 +168,7 @@ export class ReadingBatcher {
       try {
         await this.opts.js.publish(subject, data, {
           msgID: batchId,
+          ...(headers ? { headers } : {}),
           timeout: this.opts.publishTimeoutMs ?? 5_000,
         })
         this.metrics.publishSeconds.observe(Number(process.hrtime.bigint() - t0) / 1e9)

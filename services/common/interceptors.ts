@@ -3,6 +3,7 @@ import { Code, ConnectError, type Interceptor } from '@connectrpc/connect'
 import type { Logger } from './log.js'
 import type { Metrics } from './metrics.js'
 import { codeName, wrapStreamEnd } from './rpc.js'
+import { tracingInterceptor } from './tracing.js'
 
 /**
  * Turns anything that is not a ConnectError into `Internal` with an opaque incident id; the cause is
@@ -76,7 +77,12 @@ export function standardInterceptors(opts: {
   metrics: Metrics
   authenticate?: Interceptor
 }): Interceptor[] {
-  const chain = [opts.metrics.interceptor(), requestLogging(opts.log), errorNormalization(opts.log)]
+  const chain = [
+    tracingInterceptor(),
+    opts.metrics.interceptor(),
+    requestLogging(opts.log),
+    errorNormalization(opts.log),
+  ]
   if (opts.authenticate) chain.push(opts.authenticate)
   return chain
 }

@@ -1,5 +1,6 @@
 import { type Logger, pino } from 'pino'
 import type { CommonConfig } from './config.js'
+import { activeIds } from './tracing.js'
 
 export type { Logger }
 
@@ -13,6 +14,8 @@ export function createLogger(
     base: { service: config.service, pid: process.pid },
     timestamp: pino.stdTimeFunctions.isoTime,
     formatters: { level: (label) => ({ level: label }) },
+    // With tracing on, every line written inside a span carries its trace and span ids.
+    mixin: activeIds,
   }
   return destination ? pino(options, destination) : pino(options)
 }

@@ -14,7 +14,7 @@ import {
 } from '@nats-io/jetstream'
 import { Kvm } from '@nats-io/kv'
 import { Objm } from '@nats-io/obj'
-import { connect, type NatsConnection } from '@nats-io/transport-node'
+import { connect, type MsgHdrs, type NatsConnection } from '@nats-io/transport-node'
 import { Gauge, type Registry } from 'prom-client'
 import { RejectReason } from '../../gen/vigil/telemetry/v1/telemetry_pb.js'
 import type { CommonConfig } from './config.js'
@@ -23,7 +23,7 @@ import type { Logger } from './log.js'
 import { registeredOnce } from './metrics.js'
 import { keepRejected } from './rejections.js'
 
-export type { JetStreamClient, JetStreamManager, JsMsg, NatsConnection }
+export type { JetStreamClient, JetStreamManager, JsMsg, MsgHdrs, NatsConnection }
 
 const NANOS_PER_MS = 1_000_000
 const nanos = (ms: number) => ms * NANOS_PER_MS

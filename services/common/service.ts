@@ -5,6 +5,7 @@ import { Lifecycle } from './lifecycle.js'
 import { createLogger, type Logger } from './log.js'
 import { Metrics } from './metrics.js'
 import { type HttpRoute, type RunningServer, startServer } from './server.js'
+import { initTracing, shutdownTracing } from './tracing.js'
 
 /** What a service's `main.ts` gets to build its context from. */
 export interface ServiceKit<C extends CommonConfig> {
@@ -52,11 +53,20 @@ export async function runService<C extends CommonConfig>(
     }
     throw err
   }
+  // Tracing from the standard OTEL_* variables (off when they are unset); flushed last at stop.
+  const tracing = initTracing(def.name, { env })
   const log = createLogger(config)
   const metrics = new Metrics(def.name)
   const health = new HealthState()
   const lifecycle = new Lifecycle(log, config.shutdownTimeoutMs)
   lifecycle.handleSignals()
+  if (tracing) {
+    lifecycle.onStop('tracing', () => shutdownTracing())
+    log.info(
+      { endpoint: env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT ?? env.OTEL_EXPORTER_OTLP_ENDPOINT },
+      'tracing on (OTLP)',
+    )
+  }
   const kit: ServiceKit<C> = { config, log, metrics, health, lifecycle }
   try {
     const started = await def.start(kit)

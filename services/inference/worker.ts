@@ -16,6 +16,7 @@ import {
   PoisonMessageError,
   runConsumer,
 } from '../common/nats.js'
+import { contextFromHeaders, headersFor, inSpan, type Span, SpanKind } from '../common/tracing.js'
 import type { InferenceMetrics } from './metrics.js'
 import type { ActiveModels } from './models.js'
 import { UndecodableBatchError } from './runtime/batch.js'
@@ -58,23 +59,39 @@ export async function runInferenceWorker(opts: WorkerOptions): Promise<void> {
     concurrency,
     prefetch: concurrency * 2,
     maxDeliver: Number.POSITIVE_INFINITY,
-    handle: async (msg: JsMsg) => {
-      let outcome: Awaited<ReturnType<ScoringPool['scoreBatch']>>
-      try {
-        outcome = await pool.scoreBatch(msg.data, `seq-${msg.seq}`, Date.now())
-      } catch (err) {
-        if (err instanceof UndecodableBatchError) throw new PoisonMessageError(err.message)
-        throw err
-      }
-      // Only while the fleet alias is being replaced: retry shortly, count nothing yet.
-      if (outcome.noModel > 0) throw new Error(`no model applies to ${outcome.noModel} readings yet`)
-      for (const [label, n] of Object.entries(outcome.labels))
-        if (n > 0) metrics.scored.inc({ path: 'async', label }, n)
-      if (outcome.missing > 0) metrics.unscored.inc({ reason: 'missing_features' }, outcome.missing)
-      for (const score of outcome.scores) metrics.score.observe(score)
-      if (!outcome.bytes) return
-      const partition = Number(msg.subject.slice(msg.subject.lastIndexOf('.') + 1)) || 0
-      await js.publish(inferredSubject(partition), outcome.bytes, { msgID: outcome.batchId })
-    },
+    handle: (msg: JsMsg) =>
+      // Tracing (when on): continues the batch's trace from its headers.
+      inSpan(
+        'inference.score ReadingBatch',
+        {
+          parent: contextFromHeaders(msg.headers),
+          kind: SpanKind.CONSUMER,
+          attributes: { 'messaging.message.id': String(msg.seq) },
+        },
+        (span) => scoreOne(msg, span),
+      ),
   })
+
+  async function scoreOne(msg: JsMsg, span: Span | undefined): Promise<void> {
+    let outcome: Awaited<ReturnType<ScoringPool['scoreBatch']>>
+    try {
+      outcome = await pool.scoreBatch(msg.data, `seq-${msg.seq}`, Date.now())
+    } catch (err) {
+      if (err instanceof UndecodableBatchError) throw new PoisonMessageError(err.message)
+      throw err
+    }
+    // Only while the fleet alias is being replaced: retry shortly, count nothing yet.
+    if (outcome.noModel > 0) throw new Error(`no model applies to ${outcome.noModel} readings yet`)
+    for (const [label, n] of Object.entries(outcome.labels))
+      if (n > 0) metrics.scored.inc({ path: 'async', label }, n)
+    if (outcome.missing > 0) metrics.unscored.inc({ reason: 'missing_features' }, outcome.missing)
+    for (const score of outcome.scores) metrics.score.observe(score)
+    if (!outcome.bytes) return
+    const partition = Number(msg.subject.slice(msg.subject.lastIndexOf('.') + 1)) || 0
+    const headers = headersFor(span)
+    await js.publish(inferredSubject(partition), outcome.bytes, {
+      msgID: outcome.batchId,
+      ...(headers ? { headers } : {}),
+    })
+  }
 }

@@ -11,6 +11,7 @@ import type { Logger } from '../common/log.js'
 import { rejectReasonToken } from '../common/nats.js'
 import { canonicalizeReading, type Refusal } from '../common/readings.js'
 import { keepRejected, rejectedCounter } from '../common/rejections.js'
+import { activeSpanContext } from '../common/tracing.js'
 import type { IngestConfig } from './config.js'
 import { RecentIds } from './recent-ids.js'
 
@@ -69,6 +70,7 @@ export function admit(ctx: IngestContext, reading: Reading, method: string, seen
   const eventId = reading.eventId
   if (ctx.recent.has(eventId) || seen?.has(eventId)) return { kind: 'duplicate', eventId }
   seen?.add(eventId)
-  const stored = ctx.batcher.store(reading).then(() => ctx.recent.add(eventId))
+  // Tracing (when on): the RPC's span is the reading's.
+  const stored = ctx.batcher.store(reading, activeSpanContext()).then(() => ctx.recent.add(eventId))
   return { kind: 'accepted', eventId, stored }
 }

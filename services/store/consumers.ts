@@ -17,6 +17,7 @@ import {
   registerConsumerLag,
   runConsumer,
 } from '../common/nats.js'
+import { contextFromHeaders } from '../common/tracing.js'
 import { inferenceRow, rejectedRow, telemetryRow } from './rows.js'
 import { type InsertRows, TableWriter } from './writer.js'
 
@@ -118,7 +119,7 @@ export async function runWriters(opts: WriterOptions): Promise<void> {
         deadLetterPoison: w.deadLetterPoison ?? true,
         handle: async (msg) => {
           const { id, rows } = w.rows(msg)
-          if (rows.length > 0) await writer.write(id, rows)
+          if (rows.length > 0) await writer.write(id, rows, contextFromHeaders(msg.headers))
         },
       })
       writer.flush()

@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto'
 import { Counter, Histogram, type Registry } from 'prom-client'
 import type { Logger } from '../common/log.js'
 import { registeredOnce } from '../common/metrics.js'
+import { type Context, SpanKind, spanContextOf, startSpan } from '../common/tracing.js'
 
 /** Inserts rows into a table; resolves once ClickHouse has them. `token` makes a retry a no-op. */
 export type InsertRows = (table: string, rows: Record<string, unknown>[], token: string) => Promise<void>
@@ -22,6 +23,8 @@ interface Waiting {
   ids: string[]
   resolve: () => void
   reject: (err: Error) => void
+  /** The message's trace context (tracing on). */
+  trace?: Context
 }
 
 /**
@@ -81,9 +84,9 @@ export class TableWriter {
   }
 
   /** Queues the rows of one bus message (`id` is its batch id); resolves once they are inserted. */
-  write(id: string, rows: Record<string, unknown>[]): Promise<void> {
+  write(id: string, rows: Record<string, unknown>[], trace?: Context): Promise<void> {
     return new Promise((resolve, reject) => {
-      this.waiting.push({ rows, ids: [id], resolve, reject })
+      this.waiting.push({ rows, ids: [id], resolve, reject, trace })
       this.rowCount += rows.length
       if (this.rowCount >= this.maxRows) this.flush()
       else this.timer ??= setTimeout(() => this.flush(), this.lingerMs)
@@ -110,13 +113,27 @@ export class TableWriter {
       .slice(0, 32)
     const started = process.hrtime.bigint()
     const table = this.opts.table
+    // Tracing (when on): the insert continues the first message's trace and links to the others.
+    const traces = group.flatMap((w) => (w.trace ? [w.trace] : []))
+    const span = startSpan(`clickhouse.insert ${table}`, {
+      kind: SpanKind.CLIENT,
+      parent: traces[0],
+      links: traces.slice(1, 128).flatMap((c) => {
+        const sc = spanContextOf(c)
+        return sc ? [{ context: sc }] : []
+      }),
+      attributes: { 'db.system': 'clickhouse', 'db.collection.name': table, 'vigil.rows': rows.length },
+    })
     this.opts.insert(table, rows, token).then(
       () => {
+        span?.end()
         this.seconds.observe({ table }, Number(process.hrtime.bigint() - started) / 1e9)
         this.inserted.inc({ table }, rows.length)
         for (const w of group) w.resolve()
       },
       (err: Error) => {
+        span?.recordException(err)
+        span?.end()
         this.failures.inc({ table })
         this.opts.log.warn(
           { table, rows: rows.length, err: err.message },

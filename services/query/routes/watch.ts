@@ -13,8 +13,10 @@ import {
 } from '../../../gen/vigil/telemetry/v1/telemetry_pb.js'
 import { invalidArgument } from '../../common/errors.js'
 import { sleep } from '../../common/health.js'
+import type { MsgHdrs } from '../../common/nats.js'
 import { RateLimiter } from '../../common/rate-limit.js'
 import { drainSignalKey } from '../../common/server.js'
+import { contextFromHeaders, SpanKind, startSpan } from '../../common/tracing.js'
 import { validateDeviceId } from '../../common/validation.js'
 import type { QueryContext } from '../context.js'
 
@@ -67,6 +69,7 @@ export async function* watch(
     subs.push(
       ctx.nc.subscribe('telemetry.raw.>', {
         callback: (_err, msg) => {
+          traceDelivery('watch.deliver ReadingBatch', msg.headers)
           try {
             for (const r of fromBinary(ReadingBatchSchema, msg.data).readings) {
               if (!devices || devices.has(r.deviceId)) push({ case: 'reading', value: r })
@@ -82,6 +85,7 @@ export async function* watch(
     subs.push(
       ctx.nc.subscribe('telemetry.inferred.>', {
         callback: (_err, msg) => {
+          traceDelivery('watch.deliver InferenceBatch', msg.headers)
           try {
             for (const i of fromBinary(InferenceBatchSchema, msg.data).inferences) {
               if (!devices || devices.has(i.deviceId)) push({ case: 'inference', value: i })
@@ -128,4 +132,10 @@ export async function* watch(
   } finally {
     for (const sub of subs) sub.unsubscribe()
   }
+}
+
+/** Tracing (when on): a span marking that a batch reached a Watch stream, in the batch's trace. */
+function traceDelivery(name: string, headers: MsgHdrs | undefined): void {
+  const parent = contextFromHeaders(headers)
+  if (parent) startSpan(name, { parent, kind: SpanKind.CONSUMER })?.end()
 }
