@@ -47,6 +47,9 @@ async function count(ch: ClickHouse, sql: string): Promise<number> {
   return Number(rows[0]?.n ?? 0)
 }
 
+const READING_BATCHES = 1_000
+const READINGS = READING_BATCHES * 100
+
 describe('store: JetStream → ClickHouse writer (embedded ClickHouse, real nats-server)', () => {
   let nats: NatsFixture
   let nc: NatsConnection
@@ -68,10 +71,10 @@ describe('store: JetStream → ClickHouse writer (embedded ClickHouse, real nats
   it('stores each reading and inference once, through duplicates, a consumer restart and insert failures', async () => {
     const js = jetstream(nc)
     const jsm = await jetstreamManager(nc)
-    // 10,000 readings of 20 devices in 100 batches; 10 batches sent twice with the same msgID (the
-    // stream keeps one) and 5 sent again under a new batch id (the stream keeps both).
+    // 100,000 readings of 20 devices in 1,000 batches; 10 batches sent twice with the same msgID
+    // (the stream keeps one) and 5 sent again under a new batch id (the stream keeps both).
     const batches: { id: string; readings: Reading[] }[] = []
-    for (let b = 0; b < 100; b++) {
+    for (let b = 0; b < READING_BATCHES; b++) {
       const readings = Array.from({ length: 100 }, (_, k) => reading((b * 100 + k) % 20, b * 100 + k))
       batches.push({ id: `batch-${b}`, readings })
     }
@@ -80,8 +83,8 @@ describe('store: JetStream → ClickHouse writer (embedded ClickHouse, real nats
     for (const [b, batch] of batches.entries()) await publish(batch.id, batch.readings, b % 16)
     for (let b = 0; b < 10; b++) await publish(batches[b]!.id, batches[b]!.readings, b % 16)
     for (let b = 10; b < 15; b++) await publish(`again-${b}`, batches[b]!.readings, b % 16)
-    // 1,000 inferences, every tenth an anomaly.
-    for (let b = 0; b < 10; b++) {
+    // An inference for every reading, every tenth an anomaly.
+    for (let b = 0; b < READING_BATCHES; b++) {
       const inferences = Array.from({ length: 100 }, (_, k) => {
         const r = reading((b * 100 + k) % 20, b * 100 + k)
         const alert = (b * 100 + k) % 10 === 0
@@ -126,11 +129,11 @@ describe('store: JetStream → ClickHouse writer (embedded ClickHouse, real nats
       log,
       registry,
       signal: first.signal,
-      maxRows: 1_500,
+      maxRows: 20_000,
       lingerMs: 50,
     })
     await eventually(
-      async () => (await count(ch, `SELECT count() AS n FROM ${ch.table('telemetry')}`)) >= 4_000,
+      async () => (await count(ch, `SELECT count() AS n FROM ${ch.table('telemetry')}`)) >= 40_000,
       30_000,
       'a part of the readings',
     )
@@ -145,16 +148,15 @@ describe('store: JetStream → ClickHouse writer (embedded ClickHouse, real nats
       log,
       registry,
       signal: second.signal,
-      maxRows: 1_500,
+      maxRows: 20_000,
       lingerMs: 50,
     })
     try {
       await eventually(
         async () =>
-          (await count(ch, `SELECT count(DISTINCT event_id) AS n FROM ${ch.table('telemetry')}`)) ===
-            10_000 &&
-          (await count(ch, `SELECT count(DISTINCT event_id) AS n FROM ${ch.table('inferences')}`)) === 1_000,
-        60_000,
+          (await count(ch, `SELECT count(DISTINCT event_id) AS n FROM ${ch.table('telemetry')}`)) === READINGS &&
+          (await count(ch, `SELECT count(DISTINCT event_id) AS n FROM ${ch.table('inferences')}`)) === READINGS,
+        120_000,
         'every reading and inference',
       )
       const info = await jsm.consumers.info('TELEMETRY', 'store-telemetry')
@@ -178,11 +180,11 @@ describe('store: JetStream → ClickHouse writer (embedded ClickHouse, real nats
     }
 
     // One row per event id in what queries read (FINAL folds re-inserted rows).
-    assert.equal(await count(ch, `SELECT count() AS n FROM ${ch.table('telemetry')} FINAL`), 10_000)
-    assert.equal(await count(ch, `SELECT count() AS n FROM ${ch.table('inferences')} FINAL`), 1_000)
+    assert.equal(await count(ch, `SELECT count() AS n FROM ${ch.table('telemetry')} FINAL`), READINGS)
+    assert.equal(await count(ch, `SELECT count() AS n FROM ${ch.table('inferences')} FINAL`), READINGS)
     assert.equal(
       await count(ch, `SELECT count() AS n FROM ${ch.table('inferences')} FINAL WHERE label = 'ALERT'`),
-      100,
+      READINGS / 10,
     )
     const stored = await (
       await ch.client.query({
@@ -218,7 +220,7 @@ describe('store: JetStream → ClickHouse writer (embedded ClickHouse, real nats
         format: 'JSONEachRow',
       })
     ).json()
-    assert.deepEqual(latest, [{ event_id: 'd19:seq:9999', site: 'site-1', firmware: '1.0.7' }])
+    assert.deepEqual(latest, [{ event_id: `d19:seq:${READINGS - 1}`, site: 'site-1', firmware: '1.0.7' }])
 
     // The poison message was dead-lettered, not retried forever; the inserts that failed were counted.
     const dead = (await storedRejections(nc)).filter((r) => r.reason === RejectReason.POISON)
