@@ -164,6 +164,48 @@ export const MIGRATIONS: Migration[] = [
       SELECT * FROM {db}.inferences WHERE label != 'OK'`,
     ],
   },
+  {
+    version: 8,
+    name: 'per-minute counters; latest state aggregated per insert',
+    statements: [
+      // The fleet summary reads these instead of a window of every reading and inference.
+      `CREATE TABLE IF NOT EXISTS {db}.readings_1m (
+        minute DateTime('UTC'),
+        readings UInt64
+      )
+      ENGINE = SummingMergeTree
+      ORDER BY minute`,
+      `CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.readings_1m_mv TO {db}.readings_1m AS
+      SELECT toStartOfMinute(received_at) AS minute, count() AS readings FROM {db}.telemetry GROUP BY minute`,
+      `CREATE TABLE IF NOT EXISTS {db}.inference_labels_1m (
+        minute DateTime('UTC'),
+        label LowCardinality(String),
+        inferences UInt64
+      )
+      ENGINE = SummingMergeTree
+      ORDER BY (minute, label)`,
+      `CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.inference_labels_1m_mv TO {db}.inference_labels_1m AS
+      SELECT toStartOfMinute(inferred_at) AS minute, label, count() AS inferences FROM {db}.inferences GROUP BY minute, label`,
+      // What was stored before these views existed.
+      `INSERT INTO {db}.readings_1m SELECT toStartOfMinute(received_at) AS minute, count() AS readings
+      FROM {db}.telemetry FINAL GROUP BY minute`,
+      `INSERT INTO {db}.inference_labels_1m SELECT toStartOfMinute(inferred_at) AS minute, label, count() AS inferences
+      FROM {db}.inferences FINAL GROUP BY minute, label`,
+      // One row per device per insert instead of one per reading: far fewer rows before merges.
+      `DROP VIEW IF EXISTS {db}.device_latest_mv`,
+      // (Aggregates get names of their own: ClickHouse refuses `max(ts) AS ts` next to argMax(…, ts).)
+      `CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.device_latest_mv2 TO {db}.device_latest AS
+      SELECT device_id, last_ts AS ts, last_event AS event_id, last_sensors AS sensors, last_site AS site, last_fw AS firmware
+      FROM (SELECT device_id, max(ts) AS last_ts, argMax(event_id, ts) AS last_event, argMax(sensors, ts) AS last_sensors,
+                   argMax(meta['site'], ts) AS last_site, argMax(meta['fw'], ts) AS last_fw
+            FROM {db}.telemetry GROUP BY device_id)`,
+      `DROP VIEW IF EXISTS {db}.inference_latest_mv`,
+      `CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.inference_latest_mv2 TO {db}.inference_latest AS
+      SELECT device_id, last_ts AS ts, last_label AS label, last_score AS score
+      FROM (SELECT device_id, max(ts) AS last_ts, argMax(label, ts) AS last_label, argMax(score, ts) AS last_score
+            FROM {db}.inferences GROUP BY device_id)`,
+    ],
+  },
 ]
 
 /** Tables whose rows expire after the retention period, by their time column. */

@@ -154,8 +154,10 @@ describe('store: JetStream → ClickHouse writer (embedded ClickHouse, real nats
     try {
       await eventually(
         async () =>
-          (await count(ch, `SELECT count(DISTINCT event_id) AS n FROM ${ch.table('telemetry')}`)) === READINGS &&
-          (await count(ch, `SELECT count(DISTINCT event_id) AS n FROM ${ch.table('inferences')}`)) === READINGS,
+          (await count(ch, `SELECT count(DISTINCT event_id) AS n FROM ${ch.table('telemetry')}`)) ===
+            READINGS &&
+          (await count(ch, `SELECT count(DISTINCT event_id) AS n FROM ${ch.table('inferences')}`)) ===
+            READINGS,
         120_000,
         'every reading and inference',
       )

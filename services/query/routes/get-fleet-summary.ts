@@ -24,18 +24,21 @@ export async function getFleetSummary(
      FROM (SELECT device_id, max(ts) AS last_seen FROM ${ctx.ch.table('device_latest')} GROUP BY device_id)`,
     { since: now - ctx.config.onlineWindowMs },
   )
-  // Rates use received_at: the platform's clock, not the devices'.
-  const [readings] = await rows<{ last_minute: string | number; in_window: string | number }>(
+  // Per-minute counters (by received_at: the platform's clock, not the devices'). The rate is over
+  // the previous whole minute and the current one so far; windows start at a whole minute.
+  const rateStart = Math.floor((now - 60_000) / 60_000) * 60_000
+  const [readings] = await rows<{ recent: string | number; in_window: string | number }>(
     ctx,
-    `SELECT countIf(received_at >= fromUnixTimestamp64Milli({minute:Int64}, 'UTC')) AS last_minute, count() AS in_window
-     FROM ${ctx.ch.table('telemetry')}
-     WHERE received_at >= fromUnixTimestamp64Milli({since:Int64}, 'UTC')`,
-    { minute: now - 60_000, since: now - windowMs },
+    `SELECT sumIf(readings, minute >= toDateTime({rateStart:Int64} / 1000, 'UTC')) AS recent,
+            sumIf(readings, minute >= toStartOfMinute(toDateTime({since:Int64} / 1000, 'UTC'))) AS in_window
+     FROM ${ctx.ch.table('readings_1m')}
+     WHERE minute >= toStartOfMinute(toDateTime({from:Int64} / 1000, 'UTC'))`,
+    { rateStart, since: now - windowMs, from: Math.min(now - windowMs, rateStart) },
   )
   const labels = await rows<{ label: string; n: string | number }>(
     ctx,
-    `SELECT label, count() AS n FROM ${ctx.ch.table('inferences')} FINAL
-     WHERE inferred_at >= fromUnixTimestamp64Milli({since:Int64}, 'UTC') GROUP BY label`,
+    `SELECT label, sum(inferences) AS n FROM ${ctx.ch.table('inference_labels_1m')}
+     WHERE minute >= toStartOfMinute(toDateTime({since:Int64} / 1000, 'UTC')) GROUP BY label`,
     { since: now - windowMs },
   )
   const [rejected] = await rows<{ n: string | number }>(
@@ -47,7 +50,7 @@ export async function getFleetSummary(
   return create(GetFleetSummaryResponseSchema, {
     devicesTotal: BigInt(devices?.total ?? 0),
     devicesOnline: BigInt(devices?.online ?? 0),
-    readingsPerSecond: Number(readings?.last_minute ?? 0) / 60,
+    readingsPerSecond: Number(readings?.recent ?? 0) / Math.max(1, (now - rateStart) / 1000),
     readingsInWindow: BigInt(readings?.in_window ?? 0),
     inferencesByLabel: Object.fromEntries(labels.map((l) => [l.label, BigInt(l.n)])),
     rejectedInWindow: BigInt(rejected?.n ?? 0),
