@@ -8,12 +8,11 @@ import { createLogger } from '../services/common/log.js'
 import { connectNats, type NatsConnection, provisionBus } from '../services/common/nats.js'
 import { type MosquittoFixture, startMosquitto } from './fixtures/mosquitto.js'
 import { type NatsFixture, startNats } from './fixtures/nats.js'
-import { type Child, startChild, tempDir } from './fixtures/process.js'
-import { type ServiceProcess, startService } from './fixtures/services.js'
+import { type Child, tempDir } from './fixtures/process.js'
+import { type ServiceProcess, startService, startVigil } from './fixtures/services.js'
 
 const log = createLogger({ service: 'cli', logLevel: 'silent' })
 const BRIDGE = { username: 'vigil-bridge', password: 'dashboard-test-bridge' }
-const cli = fileURLToPath(new URL('../services/cli/main.ts', import.meta.url))
 const shots = fileURLToPath(new URL('../test-results/', import.meta.url))
 const CHROMIUM = ['/usr/bin/chromium', '/usr/bin/chromium-browser'].find((p) => existsSync(p))
 
@@ -56,30 +55,9 @@ describe('dashboard in a real browser (Debian chromium) against the real stack',
       VIGIL_STORE_LINGER_MS: '100',
       VIGIL_INFERENCE_PUBLIC_URL: inference.url,
     })
-    simulator = startChild(
-      process.execPath,
-      [
-        '--import',
-        'tsx',
-        cli,
-        'simulate',
-        '--devices',
-        '6',
-        '--interval',
-        '200ms',
-        '--anomaly-rate',
-        '0.05',
-        '--prefix',
-        'web',
-      ],
-      {
-        env: {
-          ...process.env,
-          VIGIL_QUERY_ADDR: query.url,
-          VIGIL_MQTT_URL: broker.url,
-          VIGIL_DATA_DIR: dir.path,
-        },
-      },
+    simulator = startVigil(
+      ['simulate', '--devices', '6', '--interval', '200ms', '--anomaly-rate', '0.05', '--prefix', 'web'],
+      { VIGIL_QUERY_ADDR: query.url, VIGIL_MQTT_URL: broker.url, VIGIL_DATA_DIR: dir.path },
     )
     browser = await chromium.launch({
       executablePath: CHROMIUM,

@@ -1,6 +1,5 @@
 import assert from 'node:assert/strict'
 import { after, before, describe, it } from 'node:test'
-import { fileURLToPath } from 'node:url'
 import { durationFromMs } from '@bufbuild/protobuf/wkt'
 import { Code, ConnectError, createClient } from '@connectrpc/connect'
 import { createConnectTransport } from '@connectrpc/connect-node'
@@ -19,11 +18,10 @@ import { eventually, storedReadings } from './fixtures/bus.js'
 import { type MosquittoFixture, startMosquitto } from './fixtures/mosquitto.js'
 import { type NatsFixture, startNats } from './fixtures/nats.js'
 import { startChild, tempDir } from './fixtures/process.js'
-import { type ServiceProcess, startService } from './fixtures/services.js'
+import { type ServiceProcess, startService, startVigil } from './fixtures/services.js'
 
 const log = createLogger({ service: 'cli', logLevel: 'silent' })
 const BRIDGE = { username: 'vigil-bridge', password: 'bridge-secret-for-tests' }
-const cli = fileURLToPath(new URL('../services/cli/main.ts', import.meta.url))
 
 describe('devices: registry, per-device credentials and topic ACLs on mosquitto with dynamic security', () => {
   let nats: NatsFixture
@@ -193,9 +191,7 @@ describe('devices: registry, per-device credentials and topic ACLs on mosquitto 
 
   it('vigil devices adds, lists, shows, updates and revokes', async () => {
     const vigil = async (args: string[]) => {
-      const child = startChild(process.execPath, ['--import', 'tsx', cli, 'devices', ...args], {
-        env: { ...process.env, VIGIL_QUERY_ADDR: query.url },
-      })
+      const child = startVigil(['devices', ...args], { VIGIL_QUERY_ADDR: query.url })
       return { code: await child.exited, output: child.output() }
     }
     const add = await vigil(['add', 'fan-9', '--site', 'south', '--label', 'floor=2'])
@@ -435,12 +431,8 @@ describe('devices: registry, per-device credentials and topic ACLs on mosquitto 
   })
 
   it('vigil simulate: devices register themselves, publish readings with injected anomalies, and answer commands', async () => {
-    const sim = startChild(
-      process.execPath,
+    const sim = startVigil(
       [
-        '--import',
-        'tsx',
-        cli,
         'simulate',
         '--devices',
         '3',
@@ -453,14 +445,7 @@ describe('devices: registry, per-device credentials and topic ACLs on mosquitto 
         '--prefix',
         'simt',
       ],
-      {
-        env: {
-          ...process.env,
-          VIGIL_QUERY_ADDR: query.url,
-          VIGIL_MQTT_URL: broker.url,
-          VIGIL_DATA_DIR: dir.path,
-        },
-      },
+      { VIGIL_QUERY_ADDR: query.url, VIGIL_MQTT_URL: broker.url, VIGIL_DATA_DIR: dir.path },
     )
     await eventually(
       async () =>
