@@ -6,6 +6,7 @@ import { createConnectTransport } from '@connectrpc/connect-node'
 import { type Device, DeviceService, DeviceStatus } from '../../gen/vigil/device/v1/device_pb.js'
 import { DEFAULT_PORTS, EnvReader } from '../common/config.js'
 import { violationsOf } from '../common/errors.js'
+import { serviceAddress } from './addresses.js'
 import { printTable } from './table.js'
 
 export const DEVICES_HELP = `vigil devices — the device registry
@@ -43,12 +44,9 @@ export async function devices(argv: string[]): Promise<number> {
     labels[l.slice(0, at)] = l.slice(at + 1)
   }
   const r = new EnvReader()
-  const addr = r.url('VIGIL_QUERY_ADDR', `http://127.0.0.1:${DEFAULT_PORTS.query}`, ['http', 'https'])
+  const addr = serviceAddress(r, 'query')
   r.done()
-  const client = createClient(
-    DeviceService,
-    createConnectTransport({ baseUrl: addr as string, httpVersion: '1.1' }),
-  )
+  const client = createClient(DeviceService, createConnectTransport({ baseUrl: addr, httpVersion: '1.1' }))
   const out = (line: string) => process.stdout.write(`${line}\n`)
   try {
     switch (sub) {

@@ -5,6 +5,7 @@ import { ConnectError, createClient } from '@connectrpc/connect'
 import { createConnectTransport } from '@connectrpc/connect-node'
 import { InferenceService, type Model, ModelScope } from '../../gen/vigil/inference/v1/inference_pb.js'
 import { DEFAULT_PORTS, EnvReader } from '../common/config.js'
+import { serviceAddress } from './addresses.js'
 import { printTable } from './table.js'
 
 export const MODELS_HELP = `vigil models — the model registry
@@ -30,12 +31,9 @@ export async function models(argv: string[]): Promise<number> {
     return flags.help ? 0 : 2
   }
   const r = new EnvReader()
-  const addr = r.url('VIGIL_INFERENCE_ADDR', `http://127.0.0.1:${DEFAULT_PORTS.inference}`, ['http', 'https'])
+  const addr = serviceAddress(r, 'inference')
   r.done()
-  const client = createClient(
-    InferenceService,
-    createConnectTransport({ baseUrl: addr as string, httpVersion: '1.1' }),
-  )
+  const client = createClient(InferenceService, createConnectTransport({ baseUrl: addr, httpVersion: '1.1' }))
   const out = (line: string) => process.stdout.write(`${line}\n`)
   try {
     switch (sub) {

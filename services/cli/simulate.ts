@@ -20,6 +20,7 @@ import {
   type SyntheticDevice,
   syntheticFleet,
 } from '../inference/model/synthetic.js'
+import { serviceAddress } from './addresses.js'
 import { parseDuration } from './train.js'
 
 export const SIMULATE_HELP = `vigil simulate — a fleet of simulated devices over MQTT
@@ -78,10 +79,7 @@ export async function simulate(argv: string[]): Promise<number> {
     'tcp',
     'ssl',
   ]) as string
-  const queryAddr = r.url('VIGIL_QUERY_ADDR', `http://127.0.0.1:${DEFAULT_PORTS.query}`, [
-    'http',
-    'https',
-  ]) as string
+  const queryAddr = serviceAddress(r, 'query')
   const dataDir = resolve(r.string('VIGIL_DATA_DIR', '.vigil'))
   r.done()
   if (problems.length > 0) {

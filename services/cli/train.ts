@@ -20,6 +20,7 @@ import { buildOnnx } from '../inference/model/onnx.js'
 import type { ModelScopeName } from '../inference/model/spec.js'
 import { TrainingError, trainingSet, trainModel } from '../inference/model/train.js'
 import { isAlias, ModelRegistry } from '../inference/registry.js'
+import { serviceAddress } from './addresses.js'
 import { Progress } from './progress.js'
 
 export const TRAIN_HELP = `vigil train — fit an anomaly model and store it in the registry
@@ -95,14 +96,8 @@ export async function train(argv: string[]): Promise<number> {
   if (flags['no-store'] && promote) problems.push('--promote needs the model stored (drop --no-store)')
   const window = flags.file ? undefined : timeWindow(flags, problems)
   const r = new EnvReader()
-  const queryAddr = r.url('VIGIL_QUERY_ADDR', `http://127.0.0.1:${DEFAULT_PORTS.query}`, [
-    'http',
-    'https',
-  ]) as string
-  const inferenceAddr = r.url('VIGIL_INFERENCE_ADDR', `http://127.0.0.1:${DEFAULT_PORTS.inference}`, [
-    'http',
-    'https',
-  ]) as string
+  const queryAddr = serviceAddress(r, 'query')
+  const inferenceAddr = serviceAddress(r, 'inference')
   const natsUrl = r.url('VIGIL_NATS_URL', `nats://127.0.0.1:${DEFAULT_PORTS.nats}`, ['nats', 'tls']) as string
   r.done()
   if (problems.length > 0) {

@@ -13,13 +13,7 @@ const encoder = new TextEncoder()
 const EMPTY = new Uint8Array(0)
 
 function writeRepeatedString(w: BinaryWriter, field: number, text: string): void {
-  let bytes = utf8.get(text)
-  if (bytes === undefined) {
-    if (utf8.size >= 20_000) utf8.clear()
-    bytes = encoder.encode(text)
-    utf8.set(text, bytes)
-  }
-  w.tag(field, WireType.LengthDelimited).bytes(bytes)
+  w.tag(field, WireType.LengthDelimited).bytes(cachedUtf8(text))
 }
 
 function writeTimestamp(w: BinaryWriter, field: number, ts: Timestamp): void {
@@ -79,13 +73,19 @@ function readTimestamp(r: BinaryReader): Timestamp {
   return { $typeName: 'google.protobuf.Timestamp', seconds, nanos }
 }
 
-function readEntry<V>(r: BinaryReader, value: (r: BinaryReader) => V, zero: V): [string, V] {
+/** One map entry (key 1, value 2); fields it does not know are skipped, as Protobuf requires. */
+function readEntry<V>(
+  r: BinaryReader,
+  value: (r: BinaryReader) => V,
+  zero: V,
+  key: (r: BinaryReader) => string = readString,
+): [string, V] {
   const end = r.uint32() + r.pos
   let k = ''
   let v = zero
   while (r.pos < end) {
     const [no, wt] = r.tag()
-    if (no === 1 && wt === WireType.LengthDelimited) k = r.string()
+    if (no === 1 && wt === WireType.LengthDelimited) k = key(r)
     else if (no === 2) v = value(r)
     else r.skip(wt, no)
   }
@@ -206,6 +206,7 @@ function readCachedString(r: BinaryReader, buf: Uint8Array): string {
  */
 export function decodeForScoring(bytes: Uint8Array): { batchId: string; readings: ScoringReading[] } {
   const r = new BinaryReader(bytes)
+  const cached = (reader: BinaryReader) => readCachedString(reader, bytes)
   let batchId = ''
   const readings: ScoringReading[] = []
   while (r.pos < r.len) {
@@ -224,29 +225,13 @@ export function decodeForScoring(bytes: Uint8Array): { batchId: string; readings
         const [fno, fwt] = r.tag()
         if (fwt !== WireType.LengthDelimited) r.skip(fwt, fno)
         else if (fno === 1) reading.eventIdBytes = r.bytes()
-        else if (fno === 2) reading.deviceId = readCachedString(r, bytes)
+        else if (fno === 2) reading.deviceId = cached(r)
         else if (fno === 3) reading.tsBytes = r.bytes()
         else if (fno === 4) {
-          const entryEnd = r.uint32() + r.pos
-          let k = ''
-          let v = 0
-          while (r.pos < entryEnd) {
-            const [eno, ewt] = r.tag()
-            if (eno === 1 && ewt === WireType.LengthDelimited) k = readCachedString(r, bytes)
-            else if (eno === 2 && ewt === WireType.Bit64) v = r.double()
-            else r.skip(ewt, eno)
-          }
+          const [k, v] = readEntry(r, readDouble, 0, cached)
           reading.sensors[k] = v
         } else if (fno === 5) {
-          const entryEnd = r.uint32() + r.pos
-          let k = ''
-          let v = ''
-          while (r.pos < entryEnd) {
-            const [eno, ewt] = r.tag()
-            if (eno === 1 && ewt === WireType.LengthDelimited) k = readCachedString(r, bytes)
-            else if (eno === 2 && ewt === WireType.LengthDelimited) v = readCachedString(r, bytes)
-            else r.skip(ewt, eno)
-          }
+          const [k, v] = readEntry(r, cached, '', cached)
           if (k === 'site') reading.site = v
         } else r.skip(fwt, fno)
       }
@@ -284,7 +269,6 @@ export type InferenceFields = Omit<
 // nested message) dominated that. This encoder computes each nested message's size first and
 // writes everything into one buffer. Bytes are the same as `toBinary` (checked by the tests).
 
-const text = new TextEncoder()
 const MAX_EXACT = BigInt(Number.MAX_SAFE_INTEGER)
 
 /** UTF-8 bytes of a string that repeats (names, labels, device ids): encoded once, then reused. */
@@ -292,7 +276,7 @@ function cachedUtf8(value: string): Uint8Array {
   let bytes = utf8.get(value)
   if (bytes === undefined) {
     if (utf8.size >= 20_000) utf8.clear()
-    bytes = text.encode(value)
+    bytes = encoder.encode(value)
     utf8.set(value, bytes)
   }
   return bytes
@@ -325,11 +309,11 @@ function int64Size(v: bigint | number): number {
 /** A string's UTF-8 bytes; ASCII (event ids, almost always) without a TextEncoder call. */
 function utf8Of(value: string): Uint8Array {
   const n = value.length
-  if (n > 256) return text.encode(value)
+  if (n > 256) return encoder.encode(value)
   const out = new Uint8Array(n)
   for (let k = 0; k < n; k++) {
     const c = value.charCodeAt(k)
-    if (c > 0x7f) return text.encode(value)
+    if (c > 0x7f) return encoder.encode(value)
     out[k] = c
   }
   return out
@@ -508,7 +492,7 @@ function encodeInference(out: Out, i: InferenceFields): void {
 export function encodeInferenceBatch(batchId: string, inferences: InferenceFields[]): Uint8Array {
   const out = new Out(256 + inferences.length * 400)
   if (batchId !== '') {
-    const id = text.encode(batchId)
+    const id = encoder.encode(batchId)
     out.ensure(nested(id.length))
     out.bytes(1, id)
   }

@@ -2,10 +2,9 @@
 // TELEMETRY stream from its start, without consuming anything) and, once there are enough, train
 // a fleet model from them, store it and make it `production`. With several inference processes,
 // one trains (a lock in the aliases bucket) and the others pick the model up through the alias.
-import { fromBinary } from '@bufbuild/protobuf'
 import { timestampMs } from '@bufbuild/protobuf/wkt'
 import { DeliverPolicy } from '@nats-io/jetstream'
-import { ReadingBatchSchema } from '../../gen/vigil/telemetry/v1/telemetry_pb.js'
+import { decodeReadingBatch } from '../common/codec.js'
 import { sleep } from '../common/health.js'
 import type { Logger } from '../common/log.js'
 import { BUS, type JetStreamClient } from '../common/nats.js'
@@ -118,9 +117,9 @@ export class Bootstrap {
     signal.addEventListener('abort', stop, { once: true })
     try {
       for await (const msg of messages) {
-        let readings: ReturnType<typeof fromBinary<typeof ReadingBatchSchema>>['readings'] = []
+        let readings: ReturnType<typeof decodeReadingBatch>['readings'] = []
         try {
-          readings = fromBinary(ReadingBatchSchema, msg.data).readings
+          readings = decodeReadingBatch(msg.data).readings
         } catch {
           continue // poison is the store's and workers' business; the bootstrap skips it
         }

@@ -1,6 +1,6 @@
 // Scores many items at once: picks each item's model, lays the features out in the model's order,
 // makes one pool request per model (the pool coalesces further) and interprets the outputs.
-import { type Interpretation, interpret } from './model/spec.js'
+import { featureMatrix, type Interpretation, interpret } from './model/spec.js'
 import type { ActiveModels, LoadedModel } from './models.js'
 import type { ScoringPool } from './runtime/pool.js'
 
@@ -46,11 +46,10 @@ export async function scoreItems(
     [...groups.values()].map(async ({ model, indexes }) => {
       const features = model.spec.features
       const f = features.length
-      const values = new Float64Array(indexes.length * f)
-      indexes.forEach((itemIndex, row) => {
-        const item = items[itemIndex] as ScoreItem
-        for (let j = 0; j < f; j++) values[row * f + j] = item.features[features[j] as string] as number
-      })
+      const values = featureMatrix(
+        features,
+        indexes.map((i) => (items[i] as ScoreItem).features),
+      )
       const out = await pool.score(model.key, values, indexes.length, f)
       indexes.forEach((itemIndex, row) => {
         results[itemIndex] = {

@@ -31,6 +31,7 @@ import { sleep } from '../common/health.js'
 import type { Logger } from '../common/log.js'
 import { BUS, commandAckSubject, commandSubject, type NatsConnection } from '../common/nats.js'
 import { validateDeviceId } from '../common/validation.js'
+import { page } from './inputs.js'
 
 const NAME = /^[a-z0-9][a-z0-9._-]{0,63}$/
 const DEFAULT_TIMEOUT_MS = 10_000
@@ -183,12 +184,8 @@ export class CommandService {
     pageToken: string,
   ): Promise<{ commands: Command[]; next: string }> {
     const violations = validateDeviceId(deviceId)
-    if (pageSize > 1000) violations.push({ field: 'page_size', description: 'must be at most 1000' })
-    const offset = pageToken ? Number(pageToken) : 0
-    if (!Number.isSafeInteger(offset) || offset < 0)
-      violations.push({ field: 'page_token', description: 'is not a token from a previous answer' })
     if (violations.length > 0) throw invalidArgument('ListCommandsRequest', violations)
-    const limit = pageSize || 100
+    const { limit, offset } = page(pageSize, pageToken)
     const all: Command[] = []
     for await (const key of await this.kv.keys(`${deviceKey(deviceId)}.*`)) {
       const entry = await this.kv.get(key)

@@ -91,6 +91,16 @@ export function modelName(scope: ModelScopeName, key = ''): string {
   return name
 }
 
+/** The model's input: the chosen rows' values in the model's feature order (row-major). */
+export function featureMatrix(features: string[], rows: Record<string, number>[]): Float64Array {
+  const f = features.length
+  const values = new Float64Array(rows.length * f)
+  rows.forEach((row, i) => {
+    for (let j = 0; j < f; j++) values[i * f + j] = row[features[j] as string] as number
+  })
+  return values
+}
+
 /** Turns one row of graph outputs into what the API answers. */
 export function interpret(
   spec: ModelSpec,

@@ -2,7 +2,13 @@
 // reading to its model, one run per model, interpret, encode. Runs inside a scoring thread (so the
 // service's event loop only moves bytes); pure apart from `run`, so it is tested without threads.
 import { decodeForScoring, encodeInferenceBatch, type InferenceFields } from '../../common/codec.js'
-import { type Interpretation, interpret, type ModelSpec, type ScoreOutputs } from '../model/spec.js'
+import {
+  featureMatrix,
+  type Interpretation,
+  interpret,
+  type ModelSpec,
+  type ScoreOutputs,
+} from '../model/spec.js'
 import { type Routes, selectRoute } from '../routing.js'
 
 export interface RunnableModel {
@@ -90,11 +96,10 @@ export async function scoreReadingBatch(
   for (const [key, indexes] of groups) {
     const { spec, run } = models.get(key) as RunnableModel
     const f = spec.features.length
-    const values = new Float64Array(indexes.length * f)
-    indexes.forEach((readingIndex, row) => {
-      const sensors = readings[readingIndex]?.sensors as Record<string, number>
-      for (let j = 0; j < f; j++) values[row * f + j] = sensors[spec.features[j] as string] as number
-    })
+    const values = featureMatrix(
+      spec.features,
+      indexes.map((i) => readings[i]?.sensors as Record<string, number>),
+    )
     const out = await run(values, indexes.length)
     indexes.forEach((readingIndex, row) => {
       const r = readings[readingIndex]

@@ -109,9 +109,7 @@ export class ScoringPool {
    */
   async load(key: string, bytes: Uint8Array, features: number): Promise<void> {
     const replies = await Promise.all(
-      this.slots.map((slot) =>
-        this.request(slot, { type: 'load', id: 0, key, bytes: bytes.slice(), features }),
-      ),
+      this.slots.map((slot) => this.request(slot, { type: 'load', id: 0, key, bytes, features })),
     )
     const failed = replies.find((r) => r.type === 'error')
     if (failed && failed.type === 'error') {
