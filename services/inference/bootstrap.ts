@@ -8,13 +8,14 @@ import { decodeReadingBatch } from '../common/codec.js'
 import { sleep } from '../common/health.js'
 import type { Logger } from '../common/log.js'
 import { BUS, type JetStreamClient } from '../common/nats.js'
+import { Lease } from './lease.js'
+import type { InferenceMetrics } from './metrics.js'
 import { buildOnnx } from './model/onnx.js'
-import { TrainingError, trainingSet, trainModel } from './model/train.js'
+import { TrainingError, type TrainOptions, trainingSet, trainModel } from './model/train.js'
 import type { ActiveModels } from './models.js'
 import type { ModelRegistry } from './registry.js'
 
-const LOCK_KEY = 'fleet.bootstrap'
-const LOCK_STALE_MS = 120_000
+const LEASE_KEY = 'fleet.bootstrap'
 
 export type BootstrapState = 'off' | 'waiting' | 'training' | 'done'
 
@@ -28,6 +29,7 @@ export class Bootstrap {
       registry: ModelRegistry
       models: ActiveModels
       log: Logger
+      metrics: InferenceMetrics
       /** Readings to train from; 0 turns the bootstrap off. */
       rows: number
       owner: string
@@ -71,25 +73,19 @@ export class Bootstrap {
       while (!stop.signal.aborted) {
         const readings = await this.collect(stop.signal)
         if (stop.signal.aborted) break
-        if (!(await this.lock())) {
+        const lease = new Lease(this.opts.registry.aliases, LEASE_KEY, this.opts.owner)
+        if (!(await lease.acquire())) {
           // Another process trains; wait for its model, take over if it died.
           await sleep(5_000, stop.signal).catch(() => undefined)
           continue
         }
         this.state = 'training'
         try {
-          const set = trainingSet(readings, 'bootstrap')
-          const spec = trainModel(set, { scope: 'fleet' })
-          const stored = await this.opts.registry.store(buildOnnx(spec))
-          await models.check(buildOnnx(stored.spec))
-          const { change } = await this.opts.registry.setAlias('fleet', 'production', stored.spec.version)
-          log.info(
-            { model: 'fleet', version: stored.spec.version, rows: set.rows, features: set.features },
-            'bootstrap model trained and promoted to production',
-          )
-          await models.apply(change)
+          await trainAndPromote(readings, { scope: 'fleet' }, this.opts)
+          this.opts.metrics.bootstrapped.inc({ scope: 'fleet', outcome: 'promoted' })
           break
         } catch (err) {
+          this.opts.metrics.bootstrapped.inc({ scope: 'fleet', outcome: 'failed' })
           const why = (err as Error).message
           log.error(
             { err: why },
@@ -97,7 +93,8 @@ export class Bootstrap {
           )
           this.state = 'waiting'
           this.opts.rows *= 2 // more data next time (for example when many readings lacked a feature)
-          await this.unlock()
+        } finally {
+          await lease.release()
         }
       }
     } finally {
@@ -137,28 +134,22 @@ export class Bootstrap {
     }
     return out
   }
+}
 
-  private async lock(): Promise<boolean> {
-    const kv = this.opts.registry.aliases
-    const value = JSON.stringify({ owner: this.opts.owner, at: Date.now() })
-    try {
-      await kv.create(LOCK_KEY, value)
-      return true
-    } catch {
-      const entry = await kv.get(LOCK_KEY)
-      if (!entry) return false
-      const held = entry.operation === 'PUT' ? (entry.json() as { at: number }) : { at: 0 }
-      if (entry.operation === 'PUT' && Date.now() - held.at < LOCK_STALE_MS) return false
-      try {
-        await kv.update(LOCK_KEY, value, entry.revision)
-        return true
-      } catch {
-        return false
-      }
-    }
-  }
-
-  private async unlock(): Promise<void> {
-    await this.opts.registry.aliases.delete(LOCK_KEY).catch(() => undefined)
-  }
+/** Trains a model from readings, stores it, checks that it loads and makes it `production`. */
+export async function trainAndPromote(
+  readings: { sensors: Record<string, number>; tsMs: number }[],
+  scope: TrainOptions,
+  opts: { registry: ModelRegistry; models: ActiveModels; log: Logger },
+): Promise<void> {
+  const set = trainingSet(readings, 'bootstrap')
+  const spec = trainModel(set, scope)
+  const stored = await opts.registry.store(buildOnnx(spec))
+  await opts.models.check(buildOnnx(stored.spec))
+  const { change } = await opts.registry.setAlias(stored.spec.name, 'production', stored.spec.version)
+  opts.log.info(
+    { model: stored.spec.name, version: stored.spec.version, rows: set.rows, features: set.features },
+    'bootstrap model trained and promoted to production',
+  )
+  await opts.models.apply(change)
 }

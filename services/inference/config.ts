@@ -14,6 +14,10 @@ export interface InferenceConfig extends CommonConfig {
   maxBatchRows: number
   /** Readings the bootstrap fleet model is trained from; 0 turns the bootstrap off. */
   bootstrapRows: number
+  /** Readings a device's bootstrap model is trained from; 0 turns device bootstrap off. */
+  bootstrapDeviceRows: number
+  /** Device models the bootstrap makes at most. */
+  bootstrapDeviceModels: number
   /** Share of devices (0..100) scored by a `canary` version where one exists. */
   canaryPercent: number
 }
@@ -28,6 +32,8 @@ export function readInferenceConfig(r: EnvReader, common: CommonConfig): Inferen
     workerConcurrency: r.int('VIGIL_INFERENCE_CONCURRENCY', 4, 1, 256),
     maxBatchRows: r.int('VIGIL_INFERENCE_MAX_BATCH_ROWS', 4096, 1, 100_000),
     bootstrapRows: r.int('VIGIL_BOOTSTRAP_ROWS', 500, 0, 1_000_000),
+    bootstrapDeviceRows: r.int('VIGIL_BOOTSTRAP_DEVICE_ROWS', 200, 0, 100_000),
+    bootstrapDeviceModels: r.int('VIGIL_BOOTSTRAP_DEVICE_MODELS', 1000, 0, 1_000_000),
     canaryPercent: r.int('VIGIL_CANARY_PERCENT', 10, 0, 100),
   }
 }

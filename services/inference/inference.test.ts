@@ -76,6 +76,8 @@ describe('inference: InferenceService and the async worker against a real nats-s
     service = await startService('inference', {
       VIGIL_NATS_URL: nats.url,
       VIGIL_BOOTSTRAP_ROWS: String(BOOTSTRAP_ROWS),
+      // Device models are the next describe's subject; here every device stays on the fleet model.
+      VIGIL_BOOTSTRAP_DEVICE_ROWS: '0',
       VIGIL_CANARY_PERCENT: '0',
     })
   })
@@ -402,5 +404,94 @@ describe('inference: InferenceService and the async worker against a real nats-s
     } finally {
       await second.stop()
     }
+  })
+})
+
+describe('inference: device bootstrap models', () => {
+  let nats: NatsFixture
+  let nc: NatsConnection
+  let service: ServiceProcess
+  const fleet = syntheticFleet(4, 5, 1)
+  const rng = new Rng(11)
+  let seq = 0
+  async function publishRound(rowsPerDevice: number): Promise<string[]> {
+    const readings = fleet.flatMap((device) =>
+      Array.from({ length: rowsPerDevice }, () => {
+        seq++
+        return create(ReadingSchema, {
+          eventId: `${device.id}:seq:${seq}`,
+          deviceId: device.id,
+          ts: timestampFromDate(new Date()),
+          sensors: normalReading(device, rng),
+          meta: { site: device.site },
+          seq: BigInt(seq),
+        })
+      }),
+    )
+    const batchId = `round-${seq}`
+    await jetstream(nc).publish(
+      rawSubject(0),
+      toBinary(ReadingBatchSchema, create(ReadingBatchSchema, { batchId, readings, source: 'test' })),
+      { msgID: batchId },
+    )
+    return readings.map((r) => r.eventId)
+  }
+
+  before(async () => {
+    nats = await startNats()
+    nc = await connectNats({ service: 'cli', natsUrl: nats.url }, log)
+    await provisionBus(nc, log)
+    service = await startService('inference', {
+      VIGIL_NATS_URL: nats.url,
+      VIGIL_BOOTSTRAP_ROWS: '100',
+      VIGIL_BOOTSTRAP_DEVICE_ROWS: '60',
+      VIGIL_BOOTSTRAP_DEVICE_MODELS: '3',
+      VIGIL_CANARY_PERCENT: '0',
+    })
+  })
+  after(async () => {
+    await service?.stop()
+    await nc?.drain()
+    await nats?.stop()
+  })
+
+  it('trains a model of its own for each device from its first readings, up to the configured number', async () => {
+    for (let i = 0; i < 4; i++) await publishRound(20)
+    const client = createClient(
+      InferenceService,
+      createConnectTransport({ baseUrl: service.url, httpVersion: '2' }),
+    )
+    await eventually(
+      async () =>
+        (await client.listModels({})).models.filter((m) => m.ref?.name.startsWith('device-')).length === 3,
+      30_000,
+      'three device models',
+    )
+    const devices = (await client.listModels({})).models.filter((m) => m.ref?.name.startsWith('device-'))
+    for (const m of devices) {
+      assert.equal(m.source, 'bootstrap')
+      assert.equal(Number(m.trainingRows), 60)
+      assert.deepEqual(m.aliases, ['production'])
+    }
+    // Later readings of those devices are scored by their own model; the fourth stays on the fleet's.
+    const later = new Set(await publishRound(1))
+    await eventually(
+      async () => (await storedInferences(nc)).inferences.filter((i) => later.has(i.eventId)).length === 4,
+      30_000,
+      'the inferences of the last round',
+    )
+    const byDevice = new Map(
+      (await storedInferences(nc)).inferences
+        .filter((i) => later.has(i.eventId))
+        .map((i) => [i.deviceId, i.model?.name]),
+    )
+    const own = [...byDevice].filter(([device, model]) => model === `device-${device}`)
+    assert.equal(own.length, 3, JSON.stringify([...byDevice]))
+    assert.equal([...byDevice.values()].filter((m) => m === 'fleet').length, 1)
+    const metrics = await (await fetch(`${service.url}/metrics`)).text()
+    assert.match(
+      metrics,
+      /vigil_inference_bootstrap_models_total\{scope="device",outcome="promoted",service="inference"\} 3/,
+    )
   })
 })

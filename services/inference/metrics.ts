@@ -74,6 +74,16 @@ export function inferenceMetrics(registry: Registry) {
           registers: [registry],
         }),
     ),
+    bootstrapped: once(
+      'vigil_inference_bootstrap_models_total',
+      () =>
+        new Counter({
+          name: 'vigil_inference_bootstrap_models_total',
+          help: 'Models the bootstrap trained from live readings, by scope (fleet, device) and outcome (promoted, failed).',
+          labelNames: ['scope', 'outcome'],
+          registers: [registry],
+        }),
+    ),
   }
 }
 

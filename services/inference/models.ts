@@ -110,6 +110,13 @@ export class ActiveModels {
     return this.byName.get('fleet')?.production !== undefined
   }
 
+  /** Models serving whose name starts with `prefix` (for example `device-`). */
+  countNamed(prefix: string): number {
+    let n = 0
+    for (const [name, slots] of this.byName) if (name.startsWith(prefix) && slots.production) n++
+    return n
+  }
+
   get count(): number {
     let n = 0
     for (const slots of this.byName.values()) n += Object.keys(slots).length

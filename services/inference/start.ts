@@ -4,6 +4,7 @@ import type { ServiceKit } from '../common/service.js'
 import { Bootstrap } from './bootstrap.js'
 import type { InferenceConfig } from './config.js'
 import type { InferenceContext } from './context.js'
+import { DeviceBootstrap } from './device-bootstrap.js'
 import { inferenceMetrics } from './metrics.js'
 import { ActiveModels } from './models.js'
 import { ModelRegistry } from './registry.js'
@@ -40,13 +41,31 @@ export async function startInference(
   await models.start(lifecycle.signal)
   metrics.models.set(models.count)
   const js = jetstream(nc)
-  const bootstrap = new Bootstrap({ js, registry, models, log, rows: config.bootstrapRows, owner })
+  const bootstrap = new Bootstrap({ js, registry, models, log, metrics, rows: config.bootstrapRows, owner })
   const bootstrapped = bootstrap.run(lifecycle.signal).catch((err: Error) => {
     if (!lifecycle.signal.aborted) log.error({ err: err.message }, 'bootstrap stopped')
   })
   lifecycle.onStop('bootstrap', () => bootstrapped)
+  const jsm = await jetstreamManager(nc)
+  if (config.bootstrapDeviceRows > 0 && config.bootstrapDeviceModels > 0) {
+    const devices = new DeviceBootstrap({
+      js,
+      jsm,
+      registry,
+      models,
+      metrics,
+      log,
+      rows: config.bootstrapDeviceRows,
+      maxModels: config.bootstrapDeviceModels,
+      maxPending: 1_000,
+      owner,
+    })
+    const running = devices.run(lifecycle.signal).catch((err: Error) => {
+      if (!lifecycle.signal.aborted) log.error({ err: err.message }, 'device bootstrap stopped')
+    })
+    lifecycle.onStop('device bootstrap', () => running)
+  }
   if (config.worker) {
-    const jsm = await jetstreamManager(nc)
     registerConsumerLag(kit.metrics.registry, jsm, [
       { stream: BUS.streams.telemetry, durable: WORKER_DURABLE },
     ])
