@@ -12,7 +12,8 @@ const HELP = `vigil — IoT telemetry and anomaly detection
 Usage: vigil <command> [options]
 
 Commands:
-  up [--simulate N | --no-simulate]   run the whole stack on this machine until Ctrl-C
+  up [--simulate N | --no-simulate] [--port-offset N]
+                                      run the whole stack on this machine until Ctrl-C
   train [options]                     fit an anomaly model from stored telemetry or a file
   models list|show|promote|rollback   the model registry
   devices add|list|show|update|revoke the device registry

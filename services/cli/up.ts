@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto'
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { parseArgs } from 'node:util'
 import { DEFAULT_PORTS, EnvReader } from '../common/config.js'
 import { dynsecPluginPath, initialDynsecConfig } from '../common/dynsec.js'
 import { createLogger } from '../common/log.js'
@@ -13,13 +14,13 @@ import { Supervised } from './supervisor.js'
 
 /** The services `vigil up` runs, in start order, with the issue that builds each one. */
 const SERVICES = [
-  { name: 'ingest', port: DEFAULT_PORTS.ingest, issue: 'Ingest' },
-  { name: 'inference', port: DEFAULT_PORTS.inference, issue: 'Inference' },
+  { name: 'ingest', issue: 'Ingest' },
+  { name: 'inference', issue: 'Inference' },
   // With embedded ClickHouse only one process may open the data folder: the query service then runs
   // the store's writer itself and no separate store is started (ARCHITECTURE.md, Storage).
-  { name: 'store', port: DEFAULT_PORTS.store, issue: 'Analytics', serverOnly: true },
-  { name: 'query', port: DEFAULT_PORTS.query, issue: 'Analytics' },
-  { name: 'bridge', port: DEFAULT_PORTS.bridge, issue: 'Ingest' },
+  { name: 'store', issue: 'Analytics', serverOnly: true },
+  { name: 'query', issue: 'Analytics' },
+  { name: 'bridge', issue: 'Ingest' },
 ] as const
 
 const repoRoot = resolve(
@@ -35,7 +36,18 @@ interface Row {
 
 /** `vigil up`: the whole stack on one machine, on embedded defaults, until Ctrl-C. */
 export async function up(argv: string[]): Promise<number> {
-  const flags = parseFlags(argv)
+  let flags: ReturnType<typeof parseFlags>
+  try {
+    flags = parseFlags(argv)
+  } catch (err) {
+    process.stderr.write(`vigil up: ${(err as Error).message}\n  fix: ${(err as MissingPrerequisite).fix}\n`)
+    return 2
+  }
+  // Every port `vigil up` listens on: its default, moved by --port-offset.
+  const ports = Object.fromEntries(
+    Object.entries(DEFAULT_PORTS).map(([k, p]) => [k, p + flags.portOffset]),
+  ) as { [K in keyof typeof DEFAULT_PORTS]: number }
+  const moveAll = 'or move every port with --port-offset N'
   const r = new EnvReader()
   const dataDir = resolve(r.string('VIGIL_DATA_DIR', '.vigil'))
   const natsUrl = r.url('VIGIL_NATS_URL', undefined, ['nats', 'tls'])
@@ -66,10 +78,10 @@ export async function up(argv: string[]): Promise<number> {
         )
       }
       await ensurePortFree(
-        DEFAULT_PORTS.nats,
+        ports.nats,
         '127.0.0.1',
         'nats-server',
-        'set VIGIL_NATS_URL to use a running server',
+        `set VIGIL_NATS_URL to use a running server, ${moveAll}`,
       )
       const store = join(dataDir, 'nats')
       mkdirSync(store, { recursive: true })
@@ -77,15 +89,15 @@ export async function up(argv: string[]): Promise<number> {
         {
           name: 'nats-server',
           command: binary,
-          args: ['-a', '127.0.0.1', '-p', String(DEFAULT_PORTS.nats), '-js', '-sd', store],
+          args: ['-a', '127.0.0.1', '-p', String(ports.nats), '-js', '-sd', store],
           logDir,
         },
         say,
       )
       nats.start()
       children.push(nats)
-      await waitForPort(DEFAULT_PORTS.nats, { timeoutMs: 15_000, alive: () => nats.running })
-      busUrl = `nats://127.0.0.1:${DEFAULT_PORTS.nats}`
+      await waitForPort(ports.nats, { timeoutMs: 15_000, alive: () => nats.running })
+      busUrl = `nats://127.0.0.1:${ports.nats}`
       rows.push({ component: 'nats-server', address: busUrl, state: `started (JetStream data in ${store})` })
     } else {
       rows.push({ component: 'nats', address: busUrl, state: 'configured (VIGIL_NATS_URL)' })
@@ -99,14 +111,23 @@ export async function up(argv: string[]): Promise<number> {
       state: 'streams TELEMETRY, INFERENCES, REJECTED, COMMANDS ready',
     })
 
+    const brokerUrl = mqttUrl ?? `mqtt://127.0.0.1:${ports.mqtt}`
+    // Where the services find each other.
+    const wiring = {
+      VIGIL_NATS_URL: busUrl,
+      VIGIL_MQTT_URL: brokerUrl,
+      VIGIL_DATA_DIR: dataDir,
+      VIGIL_QUERY_ADDR: `http://127.0.0.1:${ports.query}`,
+      VIGIL_INFERENCE_ADDR: `http://127.0.0.1:${ports.inference}`,
+    }
     // MQTT: mosquitto from PATH, else the embedded broker, unless a broker is configured.
     if (!mqttUrl) {
       const binary = findExecutable('mosquitto')
       await ensurePortFree(
-        DEFAULT_PORTS.mqtt,
+        ports.mqtt,
         '127.0.0.1',
         'the MQTT broker',
-        'set VIGIL_MQTT_URL to use a running broker',
+        `set VIGIL_MQTT_URL to use a running broker, ${moveAll}`,
       )
       let broker: Supervised
       let state: string
@@ -128,7 +149,7 @@ export async function up(argv: string[]): Promise<number> {
             VIGIL_MQTT_PASSWORD: bridgeAccount.password,
           })
         }
-        writeFileSync(file, mosquittoConfig({ port: DEFAULT_PORTS.mqtt, dataDir: dir, dynsec }))
+        writeFileSync(file, mosquittoConfig({ port: ports.mqtt, dataDir: dir, dynsec }))
         broker = new Supervised({ name: 'mosquitto', command: binary, args: ['-c', file], logDir }, say)
         state = dynsec
           ? 'started mosquitto with per-device accounts (add one: vigil devices add ID)'
@@ -147,7 +168,13 @@ export async function up(argv: string[]): Promise<number> {
             command: process.execPath,
             args,
             logDir,
-            env: { ...process.env, ...brokerEnv, VIGIL_NATS_URL: busUrl, VIGIL_MQTT_AUTH: 'registry' },
+            env: {
+              ...process.env,
+              ...brokerEnv,
+              VIGIL_NATS_URL: busUrl,
+              VIGIL_MQTT_AUTH: 'registry',
+              VIGIL_MQTT_PORT: String(ports.mqtt),
+            },
           },
           say,
         )
@@ -155,8 +182,8 @@ export async function up(argv: string[]): Promise<number> {
       }
       broker.start()
       children.push(broker)
-      await waitForPort(DEFAULT_PORTS.mqtt, { timeoutMs: 15_000, alive: () => broker.running })
-      rows.push({ component: 'mqtt', address: `mqtt://127.0.0.1:${DEFAULT_PORTS.mqtt}`, state })
+      await waitForPort(ports.mqtt, { timeoutMs: 15_000, alive: () => broker.running })
+      rows.push({ component: 'mqtt', address: brokerUrl, state })
     } else {
       rows.push({ component: 'mqtt', address: mqttUrl, state: 'configured (VIGIL_MQTT_URL)' })
     }
@@ -182,7 +209,8 @@ export async function up(argv: string[]): Promise<number> {
         })
         continue
       }
-      await ensurePortFree(service.port, '127.0.0.1', service.name, `set VIGIL_PORT for ${service.name}`)
+      const port = ports[service.name]
+      await ensurePortFree(port, '127.0.0.1', service.name, `stop what uses it, ${moveAll}`)
       const child = new Supervised(
         {
           name: service.name,
@@ -191,9 +219,8 @@ export async function up(argv: string[]): Promise<number> {
           env: {
             ...process.env,
             ...brokerEnv,
-            VIGIL_PORT: String(service.port),
-            VIGIL_NATS_URL: busUrl,
-            VIGIL_DATA_DIR: dataDir,
+            ...wiring,
+            VIGIL_PORT: String(port),
           },
           logDir,
         },
@@ -201,7 +228,7 @@ export async function up(argv: string[]): Promise<number> {
       )
       child.start()
       children.push(child)
-      const row = { component: service.name, address: `http://127.0.0.1:${service.port}`, state: 'starting' }
+      const row = { component: service.name, address: `http://127.0.0.1:${port}`, state: 'starting' }
       rows.push(row)
       starting.push({ row, child })
     }
@@ -218,7 +245,7 @@ export async function up(argv: string[]): Promise<number> {
     const dashboardBuilt = existsSync(join(repoRoot, 'dist', 'dashboard', 'index.html'))
     rows.push({
       component: 'dashboard',
-      address: `http://127.0.0.1:${DEFAULT_PORTS.query}/`,
+      address: `http://127.0.0.1:${ports.query}/`,
       state: dashboardBuilt
         ? 'served by query — open it in a browser'
         : 'not built: run "npm run build" (npm start does)',
@@ -230,12 +257,7 @@ export async function up(argv: string[]): Promise<number> {
           name: 'simulator',
           command: process.execPath,
           args: [...entryOf('services/cli/main'), 'simulate', '--devices', String(flags.simulate)],
-          env: {
-            ...process.env,
-            VIGIL_MQTT_URL: mqttUrl ?? `mqtt://127.0.0.1:${DEFAULT_PORTS.mqtt}`,
-            VIGIL_QUERY_ADDR: `http://127.0.0.1:${DEFAULT_PORTS.query}`,
-            VIGIL_DATA_DIR: dataDir,
-          },
+          env: { ...process.env, ...wiring },
           logDir,
         },
         say,
@@ -307,18 +329,31 @@ async function waitReady(url: string, timeoutMs: number): Promise<boolean> {
   return false
 }
 
-function parseFlags(argv: string[]): { simulate: number } {
-  let simulate = 50
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i]
-    if (arg === '--simulate') simulate = Number(argv[++i] ?? '50')
-    else if (arg?.startsWith('--simulate=')) simulate = Number(arg.split('=')[1])
-    else if (arg === '--no-simulate') simulate = 0
-    else throw new MissingPrerequisite(`unknown option ${arg}`, 'see vigil help')
+function parseFlags(argv: string[]): { simulate: number; portOffset: number } {
+  let values: { simulate?: string; 'no-simulate'?: boolean; 'port-offset'?: string }
+  try {
+    ;({ values } = parseArgs({
+      args: argv,
+      options: {
+        simulate: { type: 'string' },
+        'no-simulate': { type: 'boolean' },
+        'port-offset': { type: 'string' },
+      },
+    }))
+  } catch (err) {
+    throw new MissingPrerequisite((err as Error).message, 'see vigil help')
   }
+  const simulate = values['no-simulate'] ? 0 : Number(values.simulate ?? 50)
   if (!Number.isInteger(simulate) || simulate < 0)
     throw new MissingPrerequisite('--simulate wants a device count', 'e.g. --simulate 50')
-  return { simulate }
+  const portOffset = Number(values['port-offset'] ?? 0)
+  const highest = Math.max(...Object.values(DEFAULT_PORTS))
+  if (!Number.isInteger(portOffset) || portOffset < 0 || highest + portOffset > 65535)
+    throw new MissingPrerequisite(
+      `--port-offset wants a whole number from 0 to ${65535 - highest}`,
+      'e.g. --port-offset 10000 (query on 18080, MQTT on 11883, …)',
+    )
+  return { simulate, portOffset }
 }
 
 function table(rows: Row[]): string {
