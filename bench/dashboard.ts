@@ -21,8 +21,8 @@ import { connectNats, provisionBus, rawSubject } from '../services/common/nats.j
 import { startNats } from '../test/fixtures/nats.js'
 import { tempDir } from '../test/fixtures/process.js'
 import { startService } from '../test/fixtures/services.js'
+import { say } from './report.js'
 
-const say = (line: string) => process.stdout.write(`${line}\n`)
 const log = createLogger({ service: 'cli', logLevel: 'silent' })
 const quantile = (xs: number[], q: number) => {
   const s = [...xs].sort((a, b) => a - b)

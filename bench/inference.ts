@@ -32,6 +32,7 @@ import { ModelRegistry } from '../services/inference/registry.js'
 import { startNats } from '../test/fixtures/nats.js'
 import { startChild } from '../test/fixtures/process.js'
 import { type ServiceProcess, startService } from '../test/fixtures/services.js'
+import { fmt, say } from './report.js'
 import { processUsage } from './usage.js'
 
 export interface InferenceBenchOptions {
@@ -39,8 +40,6 @@ export interface InferenceBenchOptions {
   readings: number
 }
 
-const say = (line: string) => process.stdout.write(`${line}\n`)
-const fmt = (n: number) => Math.round(n).toLocaleString('en-US')
 const log = createLogger({ service: 'cli', logLevel: 'silent' })
 
 /** Runs `call` with `inFlight` concurrent loops for `seconds`; calls/s and latency percentiles. */

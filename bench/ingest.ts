@@ -8,6 +8,7 @@ import { connectNats, type NatsConnection, provisionBus } from '../services/comm
 import { startMosquitto } from '../test/fixtures/mosquitto.js'
 import { startNats } from '../test/fixtures/nats.js'
 import { type ServiceProcess, startService } from '../test/fixtures/services.js'
+import { fmt, median, percentile, say } from './report.js'
 import { processUsage } from './usage.js'
 
 const log = createLogger({ service: 'cli', logLevel: 'silent' })
@@ -20,34 +21,21 @@ export interface IngestBenchOptions {
   rounds: number
 }
 
-const say = (line: string) => process.stdout.write(`${line}\n`)
-
 /** The load generator on a worker thread; resolves when the broker acknowledged every message. */
-function loadInWorker(
-  opts: IngestBenchOptions & { port: number; prefix: string; topicPrefix: string },
-): Promise<void> {
+export function loadInWorker(
+  opts: IngestBenchOptions & { port: number; prefix: string; topicPrefix: string; ratePerSec?: number },
+): Promise<{ seconds: number; behindMs: number }> {
   const worker = new Worker(new URL('./load-worker.mjs', import.meta.url), {
     workerData: { ...opts, total: opts.readings },
   })
   return new Promise((resolve, reject) => {
-    worker.once('message', () => resolve())
+    worker.once('message', resolve)
     worker.once('error', reject)
   })
 }
 
-const percentile = (sorted: number[], p: number) =>
-  sorted.length === 0
-    ? Number.NaN
-    : sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!
-const median = (values: number[]) =>
-  percentile(
-    [...values].sort((a, b) => a - b),
-    50,
-  )
-const fmt = (n: number) => Math.round(n).toLocaleString('en-US')
-
 /** Generator → mosquitto → one subscriber that only acknowledges (in one write per event-loop turn). */
-async function ceilingRound(opts: IngestBenchOptions, brokerUrl: string, port: number, round: number) {
+export async function ceilingRound(opts: IngestBenchOptions, brokerUrl: string, port: number, round: number) {
   let received = 0
   const pendingAcks: InboundMessage[] = []
   let done: () => void = () => {}
@@ -122,6 +110,20 @@ async function bridgeRound(
   }
 }
 
+/** Bare JetStream async publish of 200-byte messages (5,000 in flight): messages per second. */
+export async function jetstreamCeiling(nc: NatsConnection, count: number): Promise<number> {
+  const js = jetstream(nc)
+  const body = new Uint8Array(200).fill(7)
+  const started = process.hrtime.bigint()
+  const window: Promise<unknown>[] = []
+  for (let i = 0; i < count; i++) {
+    window.push(js.publish(`telemetry.raw.${i % 16}`, body, { msgID: `bench-${started}-${i}` }))
+    if (window.length >= 5_000) await Promise.all(window.splice(0, window.length))
+  }
+  await Promise.all(window)
+  return count / (Number(process.hrtime.bigint() - started) / 1e9)
+}
+
 /**
  * `npm run bench -- ingest`: devices → mosquitto → bridge → JetStream, against the bare ceilings
  * measured in the same run with the same load generator. Ceiling and bridge runs alternate, so
@@ -138,17 +140,7 @@ export async function benchIngest(opts: IngestBenchOptions): Promise<Record<stri
   let bridge: ServiceProcess | undefined
   try {
     say('bare JetStream async publish …')
-    const js = jetstream(nc)
-    const body = new Uint8Array(200).fill(7)
-    const jsCount = Math.min(opts.readings, 100_000)
-    const jsStart = process.hrtime.bigint()
-    const window: Promise<unknown>[] = []
-    for (let i = 0; i < jsCount; i++) {
-      window.push(js.publish(`telemetry.raw.${i % 16}`, body, { msgID: `bench-${i}` }))
-      if (window.length >= 5_000) await Promise.all(window.splice(0, window.length))
-    }
-    await Promise.all(window)
-    const jetstreamPerSec = jsCount / (Number(process.hrtime.bigint() - jsStart) / 1e9)
+    const jetstreamPerSec = await jetstreamCeiling(nc, Math.min(opts.readings, 100_000))
 
     // The bridge from its production entry point, in its own process.
     bridge = await startService(

@@ -10,6 +10,7 @@ const opts = workerData as {
   connections: number
   prefix: string
   topicPrefix: string
+  ratePerSec?: number
 }
 const result = await runFleet({ ...opts, topic: (id) => `${opts.topicPrefix}/${id}/telemetry` })
 parentPort?.postMessage(result)

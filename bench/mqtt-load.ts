@@ -122,9 +122,10 @@ export function devicePayload(deviceId: string, seq: number, sentAtMs: number): 
 }
 
 /**
- * Publishes `total` readings from `devices` devices over `connections` connections, as fast as the
- * windows allow. Device d sends readings seq 1, 2, … on `topic(<prefix>-<d>)`; each payload's `ts`
- * is its send time, so an observer can measure publish → stored latency from the reading alone.
+ * Publishes `total` readings from `devices` devices over `connections` connections: as fast as the
+ * windows allow, or at `ratePerSec` (paced every 10 ms, the offered load of a fleet). Device d
+ * sends readings seq 1, 2, … on `topic(<prefix>-<d>)`; each payload's `ts` is its send time, so an
+ * observer can measure publish → stored latency from the reading alone.
  */
 export async function runFleet(opts: {
   port: number
@@ -133,7 +134,8 @@ export async function runFleet(opts: {
   connections: number
   topic: (deviceId: string) => string
   prefix: string
-}): Promise<{ seconds: number }> {
+  ratePerSec?: number
+}): Promise<{ seconds: number; behindMs: number }> {
   const publishers = Array.from(
     { length: opts.connections },
     (_, i) => new LeanPublisher(opts.port, `${opts.prefix}-load-${i}`),
@@ -141,7 +143,11 @@ export async function runFleet(opts: {
   await Promise.all(publishers.map((p) => p.connect()))
   const topics = Array.from({ length: opts.devices }, (_, d) => opts.topic(`${opts.prefix}-${d}`))
   const started = process.hrtime.bigint()
+  const startedMs = Date.now()
   const perConnection = Math.ceil(opts.total / opts.connections)
+  const ratePerConnection = opts.ratePerSec ? opts.ratePerSec / opts.connections : undefined
+  // How far the generator fell behind its schedule (paced runs): the broker could not take more.
+  let behindMs = 0
   await Promise.all(
     publishers.map(async (publisher, c) => {
       const first = c * perConnection
@@ -150,11 +156,20 @@ export async function runFleet(opts: {
       while (i < last) {
         await publisher.room()
         const now = Date.now()
-        while (i < last && publisher.ready) {
+        const due = ratePerConnection
+          ? Math.min(last, first + Math.floor(((now - startedMs) / 1000) * ratePerConnection))
+          : last
+        while (i < due && publisher.ready) {
+          // Readings go round the devices: device d's k-th reading is number k·devices + d.
           const device = i % opts.devices
           const seq = Math.floor(i / opts.devices) + 1
           publisher.send(topics[device]!, devicePayload(`${opts.prefix}-${device}`, seq, now))
           i++
+        }
+        if (ratePerConnection) {
+          // Readings due but not sent (the window was full), in time at the offered rate.
+          behindMs = Math.max(behindMs, ((due - i) / ratePerConnection) * 1000)
+          if (i >= due && i < last) await new Promise((r) => setTimeout(r, 10))
         }
       }
       await publisher.drain()
@@ -162,5 +177,5 @@ export async function runFleet(opts: {
   )
   const seconds = Number(process.hrtime.bigint() - started) / 1e9
   for (const p of publishers) p.close()
-  return { seconds }
+  return { seconds, behindMs: Math.max(0, behindMs) }
 }

@@ -30,10 +30,9 @@ import { MIGRATIONS } from '../services/store/migrations.js'
 import { telemetryRow } from '../services/store/rows.js'
 import { startNats } from '../test/fixtures/nats.js'
 import { tempDir } from '../test/fixtures/process.js'
+import { fmt, say } from './report.js'
 
 const log = createLogger({ service: 'store', logLevel: 'silent' })
-const say = (line: string) => process.stdout.write(`${line}\n`)
-const fmt = (n: number) => Math.round(n).toLocaleString('en-US')
 
 export interface StoreBenchOptions {
   rows: number

@@ -3,6 +3,7 @@ import { describe, it } from 'node:test'
 import { create, fromBinary, type MessageInitShape, toBinary } from '@bufbuild/protobuf'
 import { timestampFromDate } from '@bufbuild/protobuf/wkt'
 import {
+  AlertSchema,
   InferenceBatchSchema,
   InferenceSchema,
   ReadingBatchSchema,
@@ -11,6 +12,7 @@ import {
 import {
   decodeForScoring,
   decodeReadingBatch,
+  encodeAlert,
   encodeInferenceBatch,
   encodeReadingBatch,
   type InferenceFields,
@@ -174,6 +176,13 @@ describe('codec', () => {
       }),
     )
     assert.deepEqual(encodeInferenceBatch('inf-bench-1', inferences), expected)
+    for (const i of inferences.slice(0, 30)) {
+      const alert = create(AlertSchema, {
+        inference: create(InferenceSchema, i as MessageInitShape<typeof InferenceSchema>),
+        label: i.label,
+      })
+      assert.deepEqual(encodeAlert(i), toBinary(AlertSchema, alert))
+    }
   })
 
   it('decodes for scoring: ids, site, sensors, and the timestamp kept encoded for the inference', () => {

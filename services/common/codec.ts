@@ -405,7 +405,18 @@ function putBytes(out: Out, field: number, b: Uint8Array): void {
   if (b.length > 0) out.bytes(field, b)
 }
 
-function encodeInference(out: Out, i: InferenceFields): void {
+/** An Alert (the inference that raised it and its label) for `alerts.<deviceId>`. */
+export function encodeAlert(i: InferenceFields): Uint8Array {
+  const label = cachedUtf8(i.label)
+  const out = new Out(512 + bytesSize(label))
+  encodeInference(out, i, 1)
+  out.ensure(bytesSize(label))
+  putBytes(out, 2, label)
+  return out.buf.slice(0, out.pos)
+}
+
+/** One Inference as the length-delimited field `field` (2 in an InferenceBatch, 1 in an Alert). */
+function encodeInference(out: Out, i: InferenceFields, field = 2): void {
   const eventId = i.eventIdBytes ?? (i.eventId === '' ? EMPTY : utf8Of(i.eventId))
   const deviceId = cachedUtf8(i.deviceId)
   const label = cachedUtf8(i.label)
@@ -441,7 +452,7 @@ function encodeInference(out: Out, i: InferenceFields): void {
   for (const name of names) size += nested(bytesSize(cachedUtf8(name)) + 9)
 
   out.ensure(nested(size))
-  out.head(2, size)
+  out.head(field, size)
   putBytes(out, 1, eventId)
   putBytes(out, 2, deviceId)
   if (i.tsBytes) {

@@ -70,6 +70,7 @@ export async function startInference(
       { stream: BUS.streams.telemetry, durable: WORKER_DURABLE },
     ])
     const worker = runInferenceWorker({
+      nc,
       js,
       jsm,
       models,

@@ -7,12 +7,14 @@
 import { sleep } from '../common/health.js'
 import type { Logger } from '../common/log.js'
 import {
+  alertSubject,
   BUS,
   ensureConsumer,
   inferredSubject,
   type JetStreamClient,
   type JetStreamManager,
   type JsMsg,
+  type NatsConnection,
   PoisonMessageError,
   runConsumer,
 } from '../common/nats.js'
@@ -25,6 +27,7 @@ import type { ScoringPool } from './runtime/pool.js'
 export const WORKER_DURABLE = 'inference'
 
 export interface WorkerOptions {
+  nc: NatsConnection
   js: JetStreamClient
   jsm: JetStreamManager
   models: ActiveModels
@@ -93,5 +96,8 @@ export async function runInferenceWorker(opts: WorkerOptions): Promise<void> {
       msgID: outcome.batchId,
       ...(headers ? { headers } : {}),
     })
+    // Live notifications (Watch follows them); the inference itself is what the store keeps. A
+    // redelivered batch alerts again.
+    for (const alert of outcome.alerts) opts.nc.publish(alertSubject(alert.deviceId), alert.bytes)
   }
 }

@@ -1,7 +1,12 @@
 // Scores one ReadingBatch from its bytes to the bytes of its InferenceBatch: decode, route each
 // reading to its model, one run per model, interpret, encode. Runs inside a scoring thread (so the
 // service's event loop only moves bytes); pure apart from `run`, so it is tested without threads.
-import { decodeForScoring, encodeInferenceBatch, type InferenceFields } from '../../common/codec.js'
+import {
+  decodeForScoring,
+  encodeAlert,
+  encodeInferenceBatch,
+  type InferenceFields,
+} from '../../common/codec.js'
 import {
   featureMatrix,
   type Interpretation,
@@ -26,6 +31,8 @@ export interface BatchOutcome {
   /** Readings no model applies to (the batch must be retried later). */
   noModel: number
   scores: Float64Array
+  /** An Alert per WARN or ALERT reading, for `alerts.<deviceId>`. */
+  alerts: { deviceId: string; bytes: Uint8Array }[]
 }
 
 /** Thrown for bytes that are not a ReadingBatch (the message is poison). */
@@ -66,6 +73,7 @@ export async function scoreReadingBatch(
     missing: 0,
     noModel: 0,
     scores: new Float64Array(0),
+    alerts: [],
   }
   const groups = new Map<string, number[]>()
   readings.forEach((r, i) => {
@@ -107,7 +115,7 @@ export async function scoreReadingBatch(
       const result = interpret(spec, out, row, values.subarray(row * f, (row + 1) * f))
       outcome.labels[result.label]++
       scores.push(result.score)
-      results[readingIndex] = {
+      const fields: InferenceFields = {
         eventId: '',
         eventIdBytes: r.eventIdBytes,
         deviceId: r.deviceId,
@@ -116,6 +124,8 @@ export async function scoreReadingBatch(
         features: r.sensors,
         ...inferenceFields(spec, result),
       }
+      results[readingIndex] = fields
+      if (result.label !== 'OK') outcome.alerts.push({ deviceId: r.deviceId, bytes: encodeAlert(fields) })
     })
   }
   outcome.scores = Float64Array.from(scores)

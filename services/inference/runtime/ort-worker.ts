@@ -127,6 +127,7 @@ async function handle(msg: WorkerRequest): Promise<void> {
         )
         const transfer = [outcome.scores.buffer as ArrayBuffer]
         if (outcome.bytes) transfer.push(outcome.bytes.buffer as ArrayBuffer)
+        for (const alert of outcome.alerts) transfer.push(alert.bytes.buffer as ArrayBuffer)
         reply({ type: 'batched', id: msg.id, outcome }, transfer)
       } catch (err) {
         reply({
