@@ -1,8 +1,9 @@
 // `npm run bench [-- <suite>] [--readings N] [--devices N] [--connections N] [--rounds N]`
 // Suites: ingest (default), store (`--rows N --devices N`), inference (`--seconds N --readings N`),
-// dashboard (`--devices N --points N`). Each prints a table of figures measured against the bare
+// dashboard (`--devices N --points N`), e2e (`--seconds N --max-devices N --connections N`). Each prints a table of figures measured against the bare
 // infrastructure in the same run.
 import { benchDashboard } from './dashboard.js'
+import { benchEndToEnd } from './e2e.js'
 import { benchInference } from './inference.js'
 import { benchIngest } from './ingest.js'
 import { benchStore } from './store.js'
@@ -35,7 +36,14 @@ switch (suite) {
   case 'dashboard':
     await benchDashboard({ devices: flag(args, 'devices', 5_000), points: flag(args, 'points', 100_000) })
     break
+  case 'e2e':
+    await benchEndToEnd({
+      seconds: flag(args, 'seconds', 10),
+      maxDevices: flag(args, 'max-devices', 100_000),
+      connections: flag(args, 'connections', 4),
+    })
+    break
   default:
-    process.stderr.write(`unknown benchmark "${suite}"; suites: ingest, store, inference, dashboard\n`)
+    process.stderr.write(`unknown benchmark "${suite}"; suites: ingest, store, inference, dashboard, e2e\n`)
     process.exitCode = 2
 }

@@ -15,7 +15,7 @@ import { contextOf, headersFor, type SpanContext, SpanKind, startSpan } from './
 export function readBatchConfig(r: EnvReader): { batchMax: number; batchLingerMs: number } {
   return {
     batchMax: r.int('VIGIL_BATCH_MAX', 500, 1, 10_000),
-    batchLingerMs: r.int('VIGIL_BATCH_LINGER_MS', 5, 0, 1_000),
+    batchLingerMs: r.int('VIGIL_BATCH_LINGER_MS', 25, 0, 1_000),
   }
 }
 

@@ -12,6 +12,6 @@ export function readStoreConfig(r: EnvReader, common: CommonConfig): StoreConfig
     ...common,
     retentionDays: r.int('VIGIL_RETENTION_DAYS', 30, 1, 3650),
     insertMaxRows: r.int('VIGIL_STORE_INSERT_ROWS', 20_000, 100, 1_000_000),
-    insertLingerMs: r.int('VIGIL_STORE_LINGER_MS', 250, 1, 60_000),
+    insertLingerMs: r.int('VIGIL_STORE_LINGER_MS', 1_000, 1, 60_000),
   }
 }

@@ -45,7 +45,7 @@ export interface WriterOptions {
   signal: AbortSignal
   maxRows?: number
   lingerMs?: number
-  /** Messages each consumer holds while their rows wait for an insert (default 512). */
+  /** Messages each consumer holds while their rows wait for an insert (default 2048). */
   inFlight?: number
 }
 
@@ -56,7 +56,7 @@ export interface WriterOptions {
  * decode is poison: terminated and kept on `telemetry.rejected.poison`.
  */
 export async function runWriters(opts: WriterOptions): Promise<void> {
-  const inFlight = opts.inFlight ?? 512
+  const inFlight = opts.inFlight ?? 2048
   const writers = [
     {
       stream: BUS.streams.telemetry,

@@ -46,7 +46,7 @@ export class TableWriter {
 
   constructor(private readonly opts: TableWriterOptions) {
     this.maxRows = opts.maxRows ?? 20_000
-    this.lingerMs = opts.lingerMs ?? 250
+    this.lingerMs = opts.lingerMs ?? 1_000
     this.inserted = registeredOnce(
       opts.registry,
       'vigil_store_rows_inserted_total',
