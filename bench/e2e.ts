@@ -26,7 +26,9 @@ import { processUsage } from './usage.js'
 
 const log = createLogger({ service: 'cli', logLevel: 'silent' })
 const SENSORS_PER_READING = 3
-const DEVICE_STEPS = [1_000, 2_500, 5_000, 10_000, 15_000, 20_000, 30_000, 40_000, 50_000, 70_000, 100_000]
+const DEVICE_STEPS = [
+  1_000, 2_500, 5_000, 7_500, 10_000, 12_500, 15_000, 20_000, 30_000, 40_000, 50_000, 70_000, 100_000,
+]
 /** Devices of each step followed on Watch (readings and inferences). */
 const WATCHED = 20
 
@@ -315,7 +317,7 @@ function report(
     `| mosquitto QoS1 → one subscriber | ${fmt(run.ceiling)} |`,
     `| JetStream async publish (200 B) | ${fmt(run.jetstreamPerSec)} |`,
     '',
-    '| devices | offered readings/s | sustained readings/s | data points/s | / mosquitto ceiling | kept up | publish → ClickHouse p50 / p99 ms | publish → Watch reading p99 ms | publish → Watch inference p50 / p99 ms | CPU cores (bridge, inference, query, nats, mosquitto) | peak RSS MB (all) |',
+    '| devices | offered readings/s | sustained readings/s | data points/s | / mosquitto ceiling | kept up | publish → ClickHouse p50 / p99 ms | publish → Watch reading p99 ms | publish → Watch inference p50 / p99 ms | CPU cores (bridge, inference, query, nats, mosquitto) | peak RSS MB (bridge, inference, query, nats, mosquitto = total) |',
     '|---|---|---|---|---|---|---|---|---|---|---|',
     ...steps
       .map((s) =>
@@ -332,7 +334,7 @@ function report(
           ['bridge', 'inference', 'query', 'nats-server', 'mosquitto']
             .map((k) => (s.cpu[k] ?? 0).toFixed(2))
             .join(', '),
-          fmt(Object.values(s.rssMb).reduce((a, b) => a + b, 0)),
+          `${['bridge', 'inference', 'query', 'nats-server', 'mosquitto'].map((k) => fmt(s.rssMb[k] ?? 0)).join(', ')} = ${fmt(Object.values(s.rssMb).reduce((a, b) => a + b, 0))}`,
         ].join(' | '),
       )
       .map((row) => `| ${row} |`),
@@ -404,7 +406,8 @@ export function plot(steps: StepResult[], ceiling: number): string {
       )
       .join('')
   return [
-    `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}">`,
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" role="img" aria-labelledby="title">`,
+    '<title id="title">Vigil end to end: sustained readings/s and latency against offered load</title>',
     `<rect width="${W}" height="${H}" fill="white"/>`,
     text(half / 2, 20, 'Throughput', 'middle', 14),
     text(half + half / 2, 20, 'Latency from device publish (ms, log scale)', 'middle', 14),
