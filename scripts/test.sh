@@ -9,4 +9,4 @@ if [ ${#files[@]} -eq 0 ]; then
   echo "no test files found" >&2
   exit 1
 fi
-exec tsx --test --test-reporter=spec --test-concurrency=2 --test-timeout=120000 "$@" "${files[@]}"
+exec tsx --test --test-reporter=spec --test-concurrency=2 --test-timeout=480000 "$@" "${files[@]}"
