@@ -22,6 +22,33 @@ import { ModelRegistry } from './registry.js'
 const log = createLogger({ service: 'cli', logLevel: 'silent' })
 const BOOTSTRAP_ROWS = 300
 
+/** One ReadingBatch of a normal reading per listed device (seq numbers from `firstSeq` + 1); its event ids. */
+async function publishNormal(
+  nc: NatsConnection,
+  partition: number,
+  devices: SyntheticDevice[],
+  rng: Rng,
+  firstSeq: number,
+): Promise<string[]> {
+  const readings = devices.map((device, i) =>
+    create(ReadingSchema, {
+      eventId: `${device.id}:seq:${firstSeq + i + 1}`,
+      deviceId: device.id,
+      ts: timestampFromDate(new Date()),
+      sensors: normalReading(device, rng),
+      meta: { site: device.site },
+      seq: BigInt(firstSeq + i + 1),
+    }),
+  )
+  const batchId = `test-${firstSeq + devices.length}`
+  await jetstream(nc).publish(
+    rawSubject(partition),
+    toBinary(ReadingBatchSchema, create(ReadingBatchSchema, { batchId, readings, source: 'test' })),
+    { msgID: batchId },
+  )
+  return readings.map((r) => r.eventId)
+}
+
 describe('inference: InferenceService and the async worker against a real nats-server and ONNX Runtime', () => {
   let nats: NatsFixture
   let nc: NatsConnection
@@ -46,26 +73,9 @@ describe('inference: InferenceService and the async worker against a real nats-s
     ...extra,
   })
   let published = 0
-  async function publishBatch(partition: number, rows: number): Promise<string[]> {
-    const readings = Array.from({ length: rows }, () => {
-      const device = fleet[published % fleet.length] as SyntheticDevice
-      published++
-      return create(ReadingSchema, {
-        eventId: `${device.id}:seq:${published}`,
-        deviceId: device.id,
-        ts: timestampFromDate(new Date()),
-        sensors: normalReading(device, rng),
-        meta: { site: device.site },
-        seq: BigInt(published),
-      })
-    })
-    const batchId = `test-${published}`
-    await jetstream(nc).publish(
-      rawSubject(partition),
-      toBinary(ReadingBatchSchema, create(ReadingBatchSchema, { batchId, readings, source: 'test' })),
-      { msgID: batchId },
-    )
-    return readings.map((r) => r.eventId)
+  function publishBatch(partition: number, rows: number): Promise<string[]> {
+    const devices = Array.from({ length: rows }, () => fleet[published++ % fleet.length] as SyntheticDevice)
+    return publishNormal(nc, partition, devices, rng, published - rows)
   }
 
   before(async () => {
@@ -414,27 +424,10 @@ describe('inference: device bootstrap models', () => {
   const fleet = syntheticFleet(4, 5, 1)
   const rng = new Rng(11)
   let seq = 0
-  async function publishRound(rowsPerDevice: number): Promise<string[]> {
-    const readings = fleet.flatMap((device) =>
-      Array.from({ length: rowsPerDevice }, () => {
-        seq++
-        return create(ReadingSchema, {
-          eventId: `${device.id}:seq:${seq}`,
-          deviceId: device.id,
-          ts: timestampFromDate(new Date()),
-          sensors: normalReading(device, rng),
-          meta: { site: device.site },
-          seq: BigInt(seq),
-        })
-      }),
-    )
-    const batchId = `round-${seq}`
-    await jetstream(nc).publish(
-      rawSubject(0),
-      toBinary(ReadingBatchSchema, create(ReadingBatchSchema, { batchId, readings, source: 'test' })),
-      { msgID: batchId },
-    )
-    return readings.map((r) => r.eventId)
+  function publishRound(rowsPerDevice: number): Promise<string[]> {
+    const devices = fleet.flatMap((device) => Array.from({ length: rowsPerDevice }, () => device))
+    seq += devices.length
+    return publishNormal(nc, 0, devices, rng, seq - devices.length)
   }
 
   before(async () => {
