@@ -1,5 +1,6 @@
 import { existsSync, readFileSync } from 'node:fs'
 import { resolve } from 'node:path'
+import { type AuthConfig, readAuthConfig } from './auth.js'
 
 /** Raised when an environment variable is missing or malformed; the message names every bad one. */
 export class ConfigError extends Error {
@@ -148,6 +149,8 @@ export interface CommonConfig {
   dataDir: string
   partitions: number
   shutdownTimeoutMs: number
+  /** User authentication (VIGIL_AUTH_*); off when undefined. */
+  auth?: AuthConfig
 }
 
 export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const
@@ -185,6 +188,7 @@ export function readCommonConfig(r: EnvReader, service: ServiceName, defaultPort
     dataDir: resolve(r.string('VIGIL_DATA_DIR', '.vigil')),
     partitions: r.int('VIGIL_PARTITIONS', 16, 1, 1024),
     shutdownTimeoutMs: r.int('VIGIL_SHUTDOWN_TIMEOUT_MS', 15_000, 100, 600_000),
+    auth: readAuthConfig(r),
   }
   if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(config.clickhouseDatabase)) {
     r.problem(`VIGIL_CLICKHOUSE_DATABASE: must be a plain identifier, got "${config.clickhouseDatabase}"`)

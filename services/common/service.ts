@@ -1,4 +1,5 @@
 import type { ConnectRouter, Interceptor } from '@connectrpc/connect'
+import { userAuthentication } from './auth.js'
 import { type CommonConfig, ConfigError, EnvReader, readCommonConfig, type ServiceName } from './config.js'
 import { HealthState } from './health.js'
 import { Lifecycle } from './lifecycle.js'
@@ -70,7 +71,9 @@ export async function runService<C extends CommonConfig>(
   const kit: ServiceKit<C> = { config, log, metrics, health, lifecycle }
   try {
     const started = await def.start(kit)
-    const server = await startServer({ config, log, metrics, health, ...started })
+    // With VIGIL_AUTH_JWKS_URL, user-facing RPCs need a token with the role USER_POLICY names.
+    const authenticate = started.authenticate ?? (config.auth ? userAuthentication(config.auth) : undefined)
+    const server = await startServer({ config, log, metrics, health, ...started, authenticate })
     lifecycle.onStop('server', () => server.close())
     health.markStarted()
     log.info({ url: server.url, services: server.services.map((s) => s.typeName) }, `${def.name} ready`)

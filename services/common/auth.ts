@@ -1,0 +1,149 @@
+// Users and roles: user-facing RPCs require an OIDC access token (`Authorization: Bearer <JWT>`),
+// verified against the issuer's JWKS (keys fetched, cached and refetched when an unknown key id
+// appears, so rotation needs no restart). The roles come from a configurable claim; each RPC
+// names the least role it needs: viewer (read) < operator (commands, devices) < admin (models,
+// revocation). Server streams end when the token they were opened with expires.
+import { Code, ConnectError, type Interceptor } from '@connectrpc/connect'
+import { createRemoteJWKSet, errors, type JWTPayload, type JWTVerifyGetKey, jwtVerify } from 'jose'
+import type { EnvReader } from './config.js'
+
+export const ROLES = ['viewer', 'operator', 'admin'] as const
+export type Role = (typeof ROLES)[number]
+
+export interface AuthConfig {
+  jwksUrl: string
+  issuer: string
+  audience: string
+  /** Claim holding the roles: an array or a space-separated string; dots reach into objects. */
+  rolesClaim: string
+  clockSkewSeconds: number
+}
+
+/** VIGIL_AUTH_*: undefined (authentication off) unless VIGIL_AUTH_JWKS_URL is set. */
+export function readAuthConfig(r: EnvReader): AuthConfig | undefined {
+  const jwksUrl = r.url('VIGIL_AUTH_JWKS_URL', undefined, ['http', 'https'])
+  const issuer = r.optionalString('VIGIL_AUTH_ISSUER')
+  const audience = r.string('VIGIL_AUTH_AUDIENCE', 'vigil')
+  const rolesClaim = r.string('VIGIL_AUTH_ROLES_CLAIM', 'roles')
+  const clockSkewSeconds = r.int('VIGIL_AUTH_CLOCK_SKEW_SECONDS', 30, 0, 300)
+  if (!jwksUrl) return undefined
+  if (!issuer) {
+    r.problem('VIGIL_AUTH_ISSUER: required with VIGIL_AUTH_JWKS_URL (tokens of any other issuer are refused)')
+    return undefined
+  }
+  return { jwksUrl, issuer, audience, rolesClaim, clockSkewSeconds }
+}
+
+/** Who called: set by the interceptor for handlers (context value) and logs. */
+export interface Caller {
+  subject: string
+  roles: Role[]
+  expiresAtMs: number
+}
+
+/**
+ * The least role each method of a service needs (`default` for methods not listed). `internal`
+ * marks service-to-service methods that no user token opens: they rely on the transport (mTLS
+ * with VIGIL_TLS_CA) for now.
+ */
+export type RolePolicy = Record<string, { default: Role; methods?: Record<string, Role | 'internal'> }>
+
+/** Who may call what, for every user-facing service. */
+export const USER_POLICY: RolePolicy = {
+  'vigil.query.v1.QueryService': { default: 'viewer' },
+  'vigil.device.v1.DeviceService': {
+    default: 'viewer',
+    methods: {
+      RegisterDevice: 'operator',
+      UpdateDevice: 'operator',
+      SendCommand: 'operator',
+      RevokeDevice: 'admin',
+    },
+  },
+  'vigil.inference.v1.InferenceService': {
+    default: 'viewer',
+    methods: { Infer: 'internal', InferBatch: 'internal', PromoteModel: 'admin', RollbackModel: 'admin' },
+  },
+}
+
+/**
+ * The authentication interceptor. Services not in `policy` (health, reflection, the kit's echo)
+ * are left open. `keys` is for tests; in production it is the issuer's remote JWKS.
+ */
+export function userAuthentication(
+  config: AuthConfig,
+  policy: RolePolicy = USER_POLICY,
+  keys: JWTVerifyGetKey = createRemoteJWKSet(new URL(config.jwksUrl), { cooldownDuration: 30_000 }),
+): Interceptor {
+  return (next) => async (req) => {
+    const rule = policy[req.service.typeName]
+    if (!rule) return next(req)
+    const needed = rule.methods?.[req.method.name] ?? rule.default
+    if (needed === 'internal') return next(req)
+    const caller = await verify(req.header.get('authorization'), config, keys)
+    if (!caller.roles.some((r) => ROLES.indexOf(r) >= ROLES.indexOf(needed)))
+      throw new ConnectError(
+        `${req.method.name} needs the role ${needed}; the token of "${caller.subject}" has ${caller.roles.join(', ') || 'none'}`,
+        Code.PermissionDenied,
+      )
+    const res = await next(req)
+    if (!res.stream) return res
+    return { ...res, message: untilExpiry(res.message, caller.expiresAtMs) }
+  }
+}
+
+async function verify(header: string | null, config: AuthConfig, keys: JWTVerifyGetKey): Promise<Caller> {
+  const match = header ? /^Bearer\s+(\S+)$/i.exec(header) : null
+  if (!match)
+    throw new ConnectError(
+      'missing credentials: send "Authorization: Bearer <access token>"',
+      Code.Unauthenticated,
+    )
+  let payload: JWTPayload
+  try {
+    ;({ payload } = await jwtVerify(match[1] as string, keys, {
+      issuer: config.issuer,
+      audience: config.audience,
+      clockTolerance: config.clockSkewSeconds,
+      // Asymmetric signatures only: never "none", never a shared secret guessed from a public key.
+      algorithms: ['RS256', 'RS384', 'RS512', 'PS256', 'ES256', 'ES384', 'EdDSA'],
+      requiredClaims: ['exp', 'sub'],
+    }))
+  } catch (err) {
+    throw new ConnectError(`invalid token: ${reason(err)}`, Code.Unauthenticated)
+  }
+  return {
+    subject: String(payload.sub),
+    roles: rolesOf(payload, config.rolesClaim),
+    expiresAtMs: Number(payload.exp) * 1000 + config.clockSkewSeconds * 1000,
+  }
+}
+
+/** Why a token was refused, in words that do not echo the token. */
+function reason(err: unknown): string {
+  if (err instanceof errors.JWTExpired) return 'expired'
+  if (err instanceof errors.JWTClaimValidationFailed)
+    return `claim "${err.claim}" ${err.reason.replace(/_/g, ' ')}`
+  if (err instanceof errors.JWSSignatureVerificationFailed) return 'signature does not verify'
+  if (err instanceof errors.JWKSNoMatchingKey) return 'signed with a key the issuer does not publish'
+  if (err instanceof errors.JOSEAlgNotAllowed) return 'signing algorithm not allowed'
+  if (err instanceof errors.JWSInvalid || err instanceof errors.JWTInvalid) return 'malformed'
+  if (err instanceof errors.JWKSTimeout || err instanceof errors.JOSEError) return (err as Error).message
+  return 'cannot be verified'
+}
+
+function rolesOf(payload: JWTPayload, claim: string): Role[] {
+  let value: unknown = payload
+  for (const part of claim.split('.')) value = (value as Record<string, unknown> | undefined)?.[part]
+  const list = Array.isArray(value) ? value : typeof value === 'string' ? value.split(' ') : []
+  return list.filter((r): r is Role => (ROLES as readonly string[]).includes(r as string))
+}
+
+/** Passes a stream's messages on until the token expires, then ends it with Unauthenticated. */
+async function* untilExpiry<T>(messages: AsyncIterable<T>, expiresAtMs: number): AsyncIterable<T> {
+  for await (const m of messages) {
+    if (Date.now() >= expiresAtMs)
+      throw new ConnectError('token expired: open the stream again with a fresh token', Code.Unauthenticated)
+    yield m
+  }
+}
