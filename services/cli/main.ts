@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 import { ConfigError } from '../common/config.js'
 import { broker } from './broker.js'
+import { certs } from './certs.js'
 import { devices } from './devices.js'
 import { models } from './models.js'
 import { simulate } from './simulate.js'
@@ -19,6 +20,7 @@ Commands:
   devices add|list|show|update|revoke the device registry
   broker init-dynsec FILE             the broker's first dynamic-security file
   simulate [--devices N] [...]        a fleet of simulated devices over MQTT
+  certs [--out DIR] [--device ID]...  a development CA and certificates for components and devices
   help                                this text
 
 "vigil <command> --help" tells more about one command.
@@ -41,6 +43,8 @@ async function main(argv: string[]): Promise<number> {
       return broker(rest)
     case 'simulate':
       return simulate(rest)
+    case 'certs':
+      return certs(rest)
     case undefined:
     case 'help':
     case '--help':
