@@ -63,6 +63,9 @@ describe('auth: bearer tokens verified against the issuer JWKS, roles per RPC', 
       audience: 'vigil',
       rolesClaim: 'roles',
       clockSkewSeconds: 0,
+      userRatePerSec: 1000,
+      userBurst: 1000,
+      userStreams: 10,
     }
   })
   after(() => jwksServer?.close())
@@ -187,6 +190,60 @@ describe('auth: bearer tokens verified against the issuer JWKS, roles per RPC', 
       },
     )
     assert.ok(got.length > 3 && got.length < 40, `${got.length} messages before the end`)
+  })
+
+  it('limits each user: calls a second, and open streams (ResourceExhausted)', async () => {
+    const limited = (overrides: Partial<AuthConfig>) =>
+      createClient(
+        EchoService,
+        createRouterTransport(echoRoutes, {
+          router: {
+            interceptors: [
+              userAuthentication(
+                { ...config, ...overrides },
+                POLICY,
+                createRemoteJWKSet(new URL(config.jwksUrl), { cooldownDuration: 0 }),
+              ),
+            ],
+          },
+        }),
+      )
+    const ada = { headers: { authorization: `Bearer ${await token({ roles: ['operator'] })}` } }
+    const grace = {
+      headers: {
+        authorization: `Bearer ${await new SignJWT({ roles: ['operator'] })
+          .setProtectedHeader({ alg: 'ES256', kid: 'k1' })
+          .setSubject('grace@example.com')
+          .setIssuer(ISSUER)
+          .setAudience('vigil')
+          .setExpirationTime('5m')
+          .sign(key1.privateKey)}`,
+      },
+    }
+    const slow = limited({ userRatePerSec: 1, userBurst: 2 })
+    await slow.echo({ message: '1' }, ada)
+    await slow.echo({ message: '2' }, ada)
+    await assert.rejects(slow.echo({ message: '3' }, ada), (err: ConnectError) => {
+      assert.equal(err.code, Code.ResourceExhausted)
+      assert.match(err.rawMessage, /at most 1 calls a second per user/)
+      return true
+    })
+    await slow.echo({ message: 'another user has a bucket of her own' }, grace)
+
+    const one = limited({ userStreams: 1 })
+    const first = one.echoStream({ message: 'a', count: 3, intervalMs: 200 }, ada)[Symbol.asyncIterator]()
+    await first.next()
+    await assert.rejects(
+      (async () => {
+        for await (const _ of one.echoStream({ message: 'b', count: 1 }, ada));
+      })(),
+      (err: ConnectError) =>
+        err.code === Code.ResourceExhausted && /at most 1 open streams/.test(err.rawMessage),
+    )
+    while (!(await first.next()).done);
+    let after = 0
+    for await (const _ of one.echoStream({ message: 'c', count: 1 }, ada)) after++
+    assert.equal(after, 1, 'a stream may open once the first one ended')
   })
 
   it('leaves services outside the policy open (health, reflection)', async () => {

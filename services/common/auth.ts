@@ -6,6 +6,7 @@
 import { Code, ConnectError, type Interceptor } from '@connectrpc/connect'
 import { createRemoteJWKSet, errors, type JWTPayload, type JWTVerifyGetKey, jwtVerify } from 'jose'
 import type { EnvReader } from './config.js'
+import { RateLimiter } from './rate-limit.js'
 
 export const ROLES = ['viewer', 'operator', 'admin'] as const
 export type Role = (typeof ROLES)[number]
@@ -17,6 +18,11 @@ export interface AuthConfig {
   /** Claim holding the roles: an array or a space-separated string; dots reach into objects. */
   rolesClaim: string
   clockSkewSeconds: number
+  /** Calls a second per user (token subject), with bursts up to `userBurst`; 0: no limit. */
+  userRatePerSec: number
+  userBurst: number
+  /** Server streams (Watch, exports) one user may hold open at once. */
+  userStreams: number
 }
 
 /** VIGIL_AUTH_*: undefined (authentication off) unless VIGIL_AUTH_JWKS_URL is set. */
@@ -26,12 +32,15 @@ export function readAuthConfig(r: EnvReader): AuthConfig | undefined {
   const audience = r.string('VIGIL_AUTH_AUDIENCE', 'vigil')
   const rolesClaim = r.string('VIGIL_AUTH_ROLES_CLAIM', 'roles')
   const clockSkewSeconds = r.int('VIGIL_AUTH_CLOCK_SKEW_SECONDS', 30, 0, 300)
+  const userRatePerSec = r.int('VIGIL_USER_RATE', 50, 0, 1_000_000)
+  const userBurst = r.int('VIGIL_USER_BURST', 100, 1, 1_000_000)
+  const userStreams = r.int('VIGIL_USER_STREAMS', 10, 1, 10_000)
   if (!jwksUrl) return undefined
   if (!issuer) {
     r.problem('VIGIL_AUTH_ISSUER: required with VIGIL_AUTH_JWKS_URL (tokens of any other issuer are refused)')
     return undefined
   }
-  return { jwksUrl, issuer, audience, rolesClaim, clockSkewSeconds }
+  return { jwksUrl, issuer, audience, rolesClaim, clockSkewSeconds, userRatePerSec, userBurst, userStreams }
 }
 
 /** Who called: set by the interceptor for handlers (context value) and logs. */
@@ -75,6 +84,8 @@ export function userAuthentication(
   policy: RolePolicy = USER_POLICY,
   keys: JWTVerifyGetKey = createRemoteJWKSet(new URL(config.jwksUrl), { cooldownDuration: 30_000 }),
 ): Interceptor {
+  const calls = new RateLimiter(config.userRatePerSec, config.userBurst)
+  const openStreams = new Map<string, number>()
   return (next) => async (req) => {
     const rule = policy[req.service.typeName]
     if (!rule) return next(req)
@@ -86,9 +97,36 @@ export function userAuthentication(
         `${req.method.name} needs the role ${needed}; the token of "${caller.subject}" has ${caller.roles.join(', ') || 'none'}`,
         Code.PermissionDenied,
       )
-    const res = await next(req)
-    if (!res.stream) return res
-    return { ...res, message: untilExpiry(res.message, caller.expiresAtMs) }
+    if (!calls.take(caller.subject))
+      throw new ConnectError(
+        `rate limit: at most ${config.userRatePerSec} calls a second per user (bursts of ${config.userBurst}); retry shortly`,
+        Code.ResourceExhausted,
+      )
+    if (req.method.methodKind !== 'server_streaming' && req.method.methodKind !== 'bidi_streaming')
+      return next(req)
+    const open = openStreams.get(caller.subject) ?? 0
+    if (open >= config.userStreams)
+      throw new ConnectError(
+        `at most ${config.userStreams} open streams per user; close one first`,
+        Code.ResourceExhausted,
+      )
+    openStreams.set(caller.subject, open + 1)
+    const release = () => {
+      const n = (openStreams.get(caller.subject) ?? 1) - 1
+      if (n <= 0) openStreams.delete(caller.subject)
+      else openStreams.set(caller.subject, n)
+    }
+    try {
+      const res = await next(req)
+      if (!res.stream) {
+        release()
+        return res
+      }
+      return { ...res, message: untilExpiry(res.message, caller.expiresAtMs, release) }
+    } catch (err) {
+      release()
+      throw err
+    }
   }
 }
 
@@ -140,10 +178,21 @@ function rolesOf(payload: JWTPayload, claim: string): Role[] {
 }
 
 /** Passes a stream's messages on until the token expires, then ends it with Unauthenticated. */
-async function* untilExpiry<T>(messages: AsyncIterable<T>, expiresAtMs: number): AsyncIterable<T> {
-  for await (const m of messages) {
-    if (Date.now() >= expiresAtMs)
-      throw new ConnectError('token expired: open the stream again with a fresh token', Code.Unauthenticated)
-    yield m
+async function* untilExpiry<T>(
+  messages: AsyncIterable<T>,
+  expiresAtMs: number,
+  done: () => void,
+): AsyncIterable<T> {
+  try {
+    for await (const m of messages) {
+      if (Date.now() >= expiresAtMs)
+        throw new ConnectError(
+          'token expired: open the stream again with a fresh token',
+          Code.Unauthenticated,
+        )
+      yield m
+    }
+  } finally {
+    done()
   }
 }
