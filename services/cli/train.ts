@@ -3,6 +3,7 @@
 // the registry as the next version and, with --promote, points an alias at it through
 // InferenceService.PromoteModel (which loads and checks it first).
 import { createReadStream, writeFileSync } from 'node:fs'
+import { resolve } from 'node:path'
 import { createInterface } from 'node:readline'
 import { parseArgs } from 'node:util'
 import { timestampFromMs, timestampMs } from '@bufbuild/protobuf/wkt'
@@ -11,6 +12,7 @@ import { createConnectTransport } from '@connectrpc/connect-node'
 import { InferenceService } from '../../gen/vigil/inference/v1/inference_pb.js'
 import { QueryService } from '../../gen/vigil/query/v1/query_pb.js'
 import type { Reading } from '../../gen/vigil/telemetry/v1/telemetry_pb.js'
+import { cliBusCredentials } from '../common/bus-users.js'
 import { DEFAULT_PORTS, EnvReader } from '../common/config.js'
 import { createLogger } from '../common/log.js'
 import { connectNats } from '../common/nats.js'
@@ -99,6 +101,7 @@ export async function train(argv: string[]): Promise<number> {
   const queryAddr = serviceAddress(r, 'query')
   const inferenceAddr = serviceAddress(r, 'inference')
   const natsUrl = r.url('VIGIL_NATS_URL', `nats://127.0.0.1:${DEFAULT_PORTS.nats}`, ['nats', 'tls']) as string
+  const dataDir = resolve(r.string('VIGIL_DATA_DIR', '.vigil'))
   r.done()
   if (problems.length > 0) {
     process.stderr.write(`vigil train: ${problems.join('\n  ')}\n\n${TRAIN_HELP}`)
@@ -159,7 +162,9 @@ export async function train(argv: string[]): Promise<number> {
   if (flags['no-store']) return 0
 
   const log = createLogger({ service: 'cli', logLevel: 'warn' })
-  const nc = await connectNats({ service: 'cli', natsUrl }, log, { waitMs: 5_000 })
+  const nc = await connectNats({ service: 'cli', natsUrl, ...cliBusCredentials(dataDir) }, log, {
+    waitMs: 5_000,
+  })
   try {
     const stored = await (await ModelRegistry.open(nc)).store(file)
     progress.done(

@@ -3,6 +3,12 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
+import {
+  type BusUser,
+  busPasswords as busPasswordsIn,
+  busUsersFile,
+  natsServerConfig,
+} from '../common/bus-users.js'
 import { DEFAULT_PORTS, EnvReader } from '../common/config.js'
 import { dynsecPluginPath, initialDynsecConfig } from '../common/dynsec.js'
 import { createLogger } from '../common/log.js'
@@ -69,6 +75,10 @@ export async function up(argv: string[]): Promise<number> {
 
     // NATS: ours unless one is configured.
     let busUrl = natsUrl
+    let busPasswords: Record<BusUser, string> | undefined
+    /** A service's bus user (only on the nats-server started here). */
+    const busUser = (user: BusUser): Record<string, string> =>
+      busPasswords ? { VIGIL_NATS_USER: user, VIGIL_NATS_PASSWORD: busPasswords[user] } : {}
     if (!busUrl) {
       const binary = findExecutable('nats-server')
       if (!binary) {
@@ -85,24 +95,39 @@ export async function up(argv: string[]): Promise<number> {
       )
       const store = join(dataDir, 'nats')
       mkdirSync(store, { recursive: true })
+      // One NATS user per service, allowed only its subjects; vigil up and the CLI use `admin`.
+      busPasswords = busPasswordsIn(busUsersFile(dataDir))
+      const natsConf = join(store, 'nats.conf')
+      writeFileSync(
+        natsConf,
+        natsServerConfig({ host: '127.0.0.1', port: ports.nats, storeDir: store, passwords: busPasswords }),
+        { mode: 0o600 },
+      )
       const nats = new Supervised(
-        {
-          name: 'nats-server',
-          command: binary,
-          args: ['-a', '127.0.0.1', '-p', String(ports.nats), '-js', '-sd', store],
-          logDir,
-        },
+        { name: 'nats-server', command: binary, args: ['-c', natsConf], logDir },
         say,
       )
       nats.start()
       children.push(nats)
       await waitForPort(ports.nats, { timeoutMs: 15_000, alive: () => nats.running })
       busUrl = `nats://127.0.0.1:${ports.nats}`
-      rows.push({ component: 'nats-server', address: busUrl, state: `started (JetStream data in ${store})` })
+      rows.push({
+        component: 'nats-server',
+        address: busUrl,
+        state: `started with a user per service (JetStream data in ${store})`,
+      })
     } else {
       rows.push({ component: 'nats', address: busUrl, state: 'configured (VIGIL_NATS_URL)' })
     }
-    const nc = await connectNats({ service: 'cli', natsUrl: busUrl }, log, { waitMs: 10_000 })
+    const nc = await connectNats(
+      {
+        service: 'cli',
+        natsUrl: busUrl,
+        ...(busPasswords ? { natsUser: 'admin', natsPassword: busPasswords.admin } : {}),
+      },
+      log,
+      { waitMs: 10_000 },
+    )
     await provisionBus(nc, log)
     await nc.drain()
     rows.push({
@@ -174,6 +199,7 @@ export async function up(argv: string[]): Promise<number> {
               VIGIL_NATS_URL: busUrl,
               VIGIL_MQTT_AUTH: 'registry',
               VIGIL_MQTT_PORT: String(ports.mqtt),
+              ...busUser('bridge'),
             },
           },
           say,
@@ -220,6 +246,7 @@ export async function up(argv: string[]): Promise<number> {
             ...process.env,
             ...brokerEnv,
             ...wiring,
+            ...busUser(service.name),
             VIGIL_PORT: String(port),
           },
           logDir,

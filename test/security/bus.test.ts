@@ -1,0 +1,124 @@
+// NATS users per service: the services do their work under their own users (a reading goes in
+// through ingest, is scored by inference, stored and read back by query), and a service that
+// publishes outside its subjects is refused by nats-server itself.
+import assert from 'node:assert/strict'
+import { randomBytes } from 'node:crypto'
+import { after, before, describe, it } from 'node:test'
+import { create } from '@bufbuild/protobuf'
+import { timestampFromDate } from '@bufbuild/protobuf/wkt'
+import { createClient } from '@connectrpc/connect'
+import { createConnectTransport } from '@connectrpc/connect-node'
+import { jetstreamManager } from '@nats-io/jetstream'
+import { connect } from '@nats-io/transport-node'
+import { IngestService } from '../../gen/vigil/ingest/v1/ingest_pb.js'
+import { QueryService } from '../../gen/vigil/query/v1/query_pb.js'
+import { ReadingSchema } from '../../gen/vigil/telemetry/v1/telemetry_pb.js'
+import { BUS_USERS, type BusUser } from '../../services/common/bus-users.js'
+import { normalReading, Rng, syntheticFleet } from '../../services/inference/model/synthetic.js'
+import { eventually } from '../fixtures/bus.js'
+import { type NatsFixture, startNats } from '../fixtures/nats.js'
+import { tempDir } from '../fixtures/process.js'
+import { type ServiceProcess, startService } from '../fixtures/services.js'
+
+describe('security: NATS users per service with subject permissions', () => {
+  const passwords = Object.fromEntries(BUS_USERS.map((u) => [u, randomBytes(12).toString('hex')])) as Record<
+    BusUser,
+    string
+  >
+  const data = tempDir('bus-users')
+  let nats: NatsFixture
+  const services: ServiceProcess[] = []
+  const as = (user: BusUser) => ({ VIGIL_NATS_USER: user, VIGIL_NATS_PASSWORD: passwords[user] })
+
+  before(async () => {
+    nats = await startNats({ passwords })
+    const common = { VIGIL_NATS_URL: nats.url, VIGIL_DATA_DIR: data.path }
+    // The admin provisions the bus, as `vigil up` does; each service then runs as itself.
+    const admin = await connect({ servers: nats.url, user: 'admin', pass: passwords.admin })
+    const { provisionBus } = await import('../../services/common/nats.js')
+    const { createLogger } = await import('../../services/common/log.js')
+    await provisionBus(admin, createLogger({ service: 'cli', logLevel: 'silent' }))
+    await admin.drain()
+    services.push(
+      ...(await Promise.all([
+        startService('inference', { ...common, ...as('inference'), VIGIL_BOOTSTRAP_ROWS: '40' }),
+        startService('query', { ...common, ...as('query') }, { timeoutMs: 60_000 }),
+        startService('ingest', { ...common, ...as('ingest') }),
+      ])),
+    )
+  })
+  after(async () => {
+    await Promise.all(services.map((s) => s.stop()))
+    await nats?.stop()
+    data.remove()
+  })
+
+  it('lets each service do its work under its own user: ingest → inference → store → query', async () => {
+    const [inference, query, ingest] = services as [ServiceProcess, ServiceProcess, ServiceProcess]
+    const device = syntheticFleet(1, 3)[0] as ReturnType<typeof syntheticFleet>[number]
+    const rng = new Rng(5)
+    const readings = Array.from({ length: 60 }, (_, i) =>
+      create(ReadingSchema, {
+        deviceId: device.id,
+        ts: timestampFromDate(new Date(Date.now() - (60 - i) * 1000)),
+        sensors: normalReading(device, rng),
+        seq: BigInt(i + 1),
+      }),
+    )
+    const transport = (s: ServiceProcess) => createConnectTransport({ baseUrl: s.url, httpVersion: '1.1' })
+    const res = await createClient(IngestService, transport(ingest)).publishBatch({ readings })
+    assert.equal(res.accepted, 60)
+    await eventually(
+      async () => {
+        const latest = await createClient(QueryService, transport(query)).getLatest({ deviceId: device.id })
+        return latest.inference !== undefined
+      },
+      60_000,
+      'the latest reading with its inference, read through the query service',
+    )
+    assert.ok(inference.output().includes('bootstrap model trained and promoted to production'))
+    for (const s of services)
+      assert.doesNotMatch(s.output(), /Permissions Violation/i, s.output().slice(-2000))
+  })
+
+  // [user, subject it must not publish to]
+  const forbidden: [BusUser, string][] = [
+    ['bridge', 'telemetry.inferred.0'],
+    ['bridge', '$KV.model-aliases.fleet.production'],
+    ['ingest', 'device.cmd.dev-1'],
+    ['ingest', '$KV.devices.dev-1'],
+    ['inference', 'telemetry.raw.0'],
+    ['inference', '$KV.devices.dev-1'],
+    ['store', 'telemetry.raw.0'],
+    ['store', '$O.models.C.x'],
+    ['query', 'telemetry.raw.0'],
+    ['query', 'telemetry.inferred.0'],
+  ]
+  for (const [user, subject] of forbidden) {
+    it(`refuses ${user} publishing to ${subject}`, async () => {
+      const nc = await connect({ servers: nats.url, user, pass: passwords[user] })
+      const refused = (async () => {
+        for await (const s of nc.status())
+          if (s.type === 'error' && /permissions violation for publish/i.test(String(s.error)))
+            return String(s.error)
+        return ''
+      })()
+      nc.publish(subject, new Uint8Array([1]))
+      const message = await Promise.race([
+        refused,
+        new Promise<string>((r) => setTimeout(() => r(''), 5_000)),
+      ])
+      await nc.close()
+      assert.match(message, new RegExp(subject.replace(/[.$]/g, '\\$&')))
+    })
+  }
+
+  it('refuses a wrong password and an unknown user', async () => {
+    await assert.rejects(connect({ servers: nats.url, user: 'query', pass: 'guess', reconnect: false }))
+    await assert.rejects(connect({ servers: nats.url, user: 'mallory', pass: 'x', reconnect: false }))
+    const jsm = await jetstreamManager(
+      await connect({ servers: nats.url, user: 'admin', pass: passwords.admin }),
+    )
+    assert.ok((await jsm.streams.info('TELEMETRY')).state.messages > 0)
+  })
+})
