@@ -11,6 +11,7 @@ import type { Logger } from '../common/log.js'
 import { rejectReasonToken } from '../common/nats.js'
 import { canonicalizeReading, type Refusal } from '../common/readings.js'
 import { keepRejected, rejectedCounter } from '../common/rejections.js'
+import { circuitBreaker, retryUnavailable } from '../common/resilience.js'
 import { activeSpanContext } from '../common/tracing.js'
 import type { IngestConfig } from './config.js'
 import { RecentIds } from './recent-ids.js'
@@ -35,7 +36,15 @@ export function createIngestContext(
       parts.inference ??
       createClient(
         InferenceService,
-        createConnectTransport({ baseUrl: parts.config.inferenceAddr, httpVersion: '2' }),
+        createConnectTransport({
+          baseUrl: parts.config.inferenceAddr,
+          httpVersion: '2',
+          // Outermost first: the breaker sees the outcome after the retry.
+          interceptors: [
+            circuitBreaker({ target: 'inference', registry: parts.registry }),
+            retryUnavailable({ attempts: 2 }),
+          ],
+        }),
       ),
     recent: parts.recent ?? new RecentIds(),
   } satisfies IngestContext
