@@ -17,6 +17,7 @@ import { connectNats, provisionBus } from '../common/nats.js'
 import { waitForPort } from '../common/net.js'
 import { ensurePortFree, ensureWritableDir, findExecutable, MissingPrerequisite } from './prerequisites.js'
 import { Supervised } from './supervisor.js'
+import { printTable } from './table.js'
 
 /** The services `vigil up` runs, in start order, with the issue that builds each one. */
 const SERVICES = [
@@ -299,7 +300,11 @@ export async function up(argv: string[]): Promise<number> {
     }
 
     say('')
-    say(table(rows))
+    printTable(
+      ['COMPONENT', 'ADDRESS', 'STATE'],
+      rows.map((r) => [r.component, r.address, r.state]),
+      say,
+    )
     say('')
     say(`Logs: ${logDir}. Data: ${dataDir}. Press Ctrl-C to stop.`)
     await new Promise<void>((resolveStop) => {
@@ -381,15 +386,4 @@ function parseFlags(argv: string[]): { simulate: number; portOffset: number } {
       'e.g. --port-offset 10000 (query on 18080, MQTT on 11883, …)',
     )
   return { simulate, portOffset }
-}
-
-function table(rows: Row[]): string {
-  const widths = (['component', 'address', 'state'] as const).map((k) =>
-    Math.max(k.length, ...rows.map((r) => r[k].length)),
-  )
-  const line = (cells: string[]) => cells.map((c, i) => c.padEnd(widths[i]!)).join('  ')
-  return [
-    line(['COMPONENT', 'ADDRESS', 'STATE']),
-    ...rows.map((r) => line([r.component, r.address, r.state])),
-  ].join('\n')
 }
