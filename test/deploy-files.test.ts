@@ -89,6 +89,13 @@ describe('deploy/: Prometheus, Grafana, compose and the Dockerfile', () => {
     }
     for (const infra of ['nats', 'mosquitto', 'clickhouse', 'envoy', 'prometheus', 'grafana'])
       assert.ok(compose.services[infra]?.healthcheck, `${infra} has a health check`)
+    // Each service on the bus as its own user, with the password nats-server knows it by.
+    for (const name of ['ingest', 'inference', 'query', 'store', 'bridge']) {
+      const env = compose.services[name]?.environment ?? {}
+      assert.equal(env.VIGIL_NATS_USER, name, `${name} is its own bus user`)
+      assert.equal(env.VIGIL_NATS_PASSWORD, `\${VIGIL_NATS_PASSWORD_${name.toUpperCase()}}`)
+      assert.ok(compose.services.nats?.environment?.[`VIGIL_NATS_PASSWORD_${name.toUpperCase()}`])
+    }
   })
 
   it('builds an image that runs as a non-root user with production dependencies only', () => {

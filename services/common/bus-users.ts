@@ -69,24 +69,34 @@ export const BUS_PERMISSIONS: Record<BusUser, Permissions> = {
   admin: { publish: ['>'], subscribe: ['>'] },
 }
 
-/** A nats-server configuration: JetStream on, one user per service with its permissions. */
+/** The variable a deployment's nats-server reads a bus user's password from. */
+export const passwordVariable = (user: BusUser) => `VIGIL_NATS_PASSWORD_${user.toUpperCase()}`
+
+/**
+ * A nats-server configuration: JetStream on, one user per service with its permissions. Without
+ * `passwords`, each password is read from the environment at start (`$VIGIL_NATS_PASSWORD_<USER>`),
+ * which is how deploy/nats/nats.conf is written.
+ */
 export function natsServerConfig(opts: {
   host: string
   port: number
   storeDir: string
-  passwords: Record<BusUser, string>
+  passwords?: Record<BusUser, string>
+  monitorPort?: number
 }): string {
   const list = (subjects: string[]) => `[${subjects.map((s) => JSON.stringify(s)).join(', ')}]`
   const users = BUS_USERS.map((user) => {
     const p = BUS_PERMISSIONS[user]
+    const password = opts.passwords ? JSON.stringify(opts.passwords[user]) : `$${passwordVariable(user)}`
     return (
-      `    { user: ${JSON.stringify(user)}, password: ${JSON.stringify(opts.passwords[user])},\n` +
+      `    { user: ${JSON.stringify(user)}, password: ${password},\n` +
       `      permissions: { publish: { allow: ${list(p.publish)} }, subscribe: { allow: ${list(p.subscribe)} } } }`
     )
   })
   return [
     `host: ${JSON.stringify(opts.host)}`,
     `port: ${opts.port}`,
+    ...(opts.monitorPort ? [`http_port: ${opts.monitorPort}`] : []),
     `jetstream { store_dir: ${JSON.stringify(opts.storeDir)} }`,
     'authorization {',
     '  users: [',
@@ -129,4 +139,14 @@ export function cliBusCredentials(
   if (!existsSync(file)) return {}
   const admin = (JSON.parse(readFileSync(file, 'utf8')) as Record<string, string>).admin
   return admin ? { natsUser: 'admin', natsPassword: admin } : {}
+}
+
+/** deploy/nats/nats.conf: the users for a deployment, passwords from the environment. */
+export function deployNatsConfig(): string {
+  return (
+    '# Generated from services/common/bus-users.ts (test/security/bus.test.ts checks it is current).\n' +
+    '# One user per service, allowed only its subjects; passwords come from the environment\n' +
+    `# (${BUS_USERS.map(passwordVariable).join(', ')}).\n` +
+    natsServerConfig({ host: '0.0.0.0', port: 4222, storeDir: '/data', monitorPort: 8222 })
+  )
 }

@@ -3,6 +3,8 @@
 // publishes outside its subjects is refused by nats-server itself.
 import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
+import { readFileSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import { create } from '@bufbuild/protobuf'
 import { timestampFromDate } from '@bufbuild/protobuf/wkt'
@@ -13,11 +15,17 @@ import { connect } from '@nats-io/transport-node'
 import { IngestService } from '../../gen/vigil/ingest/v1/ingest_pb.js'
 import { QueryService } from '../../gen/vigil/query/v1/query_pb.js'
 import { ReadingSchema } from '../../gen/vigil/telemetry/v1/telemetry_pb.js'
-import { BUS_USERS, type BusUser } from '../../services/common/bus-users.js'
+import {
+  BUS_USERS,
+  type BusUser,
+  deployNatsConfig,
+  passwordVariable,
+} from '../../services/common/bus-users.js'
 import { normalReading, Rng, syntheticFleet } from '../../services/inference/model/synthetic.js'
 import { eventually } from '../fixtures/bus.js'
 import { type NatsFixture, startNats } from '../fixtures/nats.js'
-import { tempDir } from '../fixtures/process.js'
+import { freePort, waitForPort } from '../fixtures/ports.js'
+import { startChild, tempDir } from '../fixtures/process.js'
 import { type ServiceProcess, startService } from '../fixtures/services.js'
 
 describe('security: NATS users per service with subject permissions', () => {
@@ -112,6 +120,39 @@ describe('security: NATS users per service with subject permissions', () => {
       assert.match(message, new RegExp(subject.replace(/[.$]/g, '\\$&')))
     })
   }
+
+  it('ships deploy/nats/nats.conf as generated, and nats-server takes its users with passwords from the environment', async () => {
+    const shipped = readFileSync('deploy/nats/nats.conf', 'utf8')
+    assert.equal(
+      shipped,
+      deployNatsConfig(),
+      'deploy/nats/nats.conf is stale: regenerate it from deployNatsConfig()',
+    )
+    const dir = tempDir('deploy-nats')
+    const conf = join(dir.path, 'nats.conf')
+    // The container's /data is the only thing a test here cannot use.
+    writeFileSync(conf, shipped.replace('store_dir: "/data"', `store_dir: ${JSON.stringify(dir.path)}`))
+    const [port, monitor] = [await freePort(), await freePort()]
+    const env = Object.fromEntries(BUS_USERS.map((u) => [passwordVariable(u), passwords[u]]))
+    const server = startChild(
+      'nats-server',
+      ['-c', conf, '-a', '127.0.0.1', '-p', String(port), '-m', String(monitor)],
+      {
+        env: { ...process.env, ...env },
+      },
+    )
+    try {
+      await waitForPort(port, { alive: server.alive })
+      const url = `nats://127.0.0.1:${port}`
+      const bridge = await connect({ servers: url, user: 'bridge', pass: passwords.bridge })
+      await bridge.flush()
+      await bridge.close()
+      await assert.rejects(connect({ servers: url, user: 'bridge', pass: passwords.query, reconnect: false }))
+    } finally {
+      await server.stop()
+      dir.remove()
+    }
+  })
 
   it('refuses a wrong password and an unknown user', async () => {
     await assert.rejects(connect({ servers: nats.url, user: 'query', pass: 'guess', reconnect: false }))
