@@ -132,7 +132,9 @@ describe('security: NATS users per service with subject permissions', () => {
     const conf = join(dir.path, 'nats.conf')
     // The container's /data is the only thing a test here cannot use.
     writeFileSync(conf, shipped.replace('store_dir: "/data"', `store_dir: ${JSON.stringify(dir.path)}`))
-    const [port, monitor] = [await freePort(), await freePort()]
+    const port = await freePort()
+    let monitor = await freePort()
+    while (monitor === port) monitor = await freePort()
     const env = Object.fromEntries(BUS_USERS.map((u) => [passwordVariable(u), passwords[u]]))
     const server = startChild(
       'nats-server',
@@ -142,7 +144,9 @@ describe('security: NATS users per service with subject permissions', () => {
       },
     )
     try {
-      await waitForPort(port, { alive: server.alive })
+      await waitForPort(port, { alive: server.alive }).catch((err: Error) => {
+        throw new Error(`${err.message}:\n${server.output()}`)
+      })
       const url = `nats://127.0.0.1:${port}`
       const bridge = await connect({ servers: url, user: 'bridge', pass: passwords.bridge })
       await bridge.flush()
