@@ -146,7 +146,8 @@ export function deployNatsConfig(): string {
   return (
     '# Generated from services/common/bus-users.ts (test/security/bus.test.ts checks it is current).\n' +
     '# One user per service, allowed only its subjects; passwords come from the environment\n' +
-    `# (${BUS_USERS.map(passwordVariable).join(', ')}).\n` +
+    `# (${BUS_USERS.map(passwordVariable).join(', ')}),\n` +
+    '# each starting with a letter: nats-server reads them as config values.\n' +
     natsServerConfig({ host: '0.0.0.0', port: 4222, storeDir: '/data', monitorPort: 8222 })
   )
 }

@@ -135,7 +135,10 @@ describe('security: NATS users per service with subject permissions', () => {
     const port = await freePort()
     let monitor = await freePort()
     while (monitor === port) monitor = await freePort()
-    const env = Object.fromEntries(BUS_USERS.map((u) => [passwordVariable(u), passwords[u]]))
+    // nats-server reads each variable as a config value: a password must start with a letter (one
+    // starting with a digit is taken for a number and the server refuses to start).
+    const deployPassword = (u: BusUser) => `pw${passwords[u]}`
+    const env = Object.fromEntries(BUS_USERS.map((u) => [passwordVariable(u), deployPassword(u)]))
     const server = startChild(
       'nats-server',
       ['-c', conf, '-a', '127.0.0.1', '-p', String(port), '-m', String(monitor)],
@@ -148,10 +151,12 @@ describe('security: NATS users per service with subject permissions', () => {
         throw new Error(`${err.message}:\n${server.output()}`)
       })
       const url = `nats://127.0.0.1:${port}`
-      const bridge = await connect({ servers: url, user: 'bridge', pass: passwords.bridge })
+      const bridge = await connect({ servers: url, user: 'bridge', pass: deployPassword('bridge') })
       await bridge.flush()
       await bridge.close()
-      await assert.rejects(connect({ servers: url, user: 'bridge', pass: passwords.query, reconnect: false }))
+      await assert.rejects(
+        connect({ servers: url, user: 'bridge', pass: deployPassword('query'), reconnect: false }),
+      )
     } finally {
       await server.stop()
       dir.remove()
