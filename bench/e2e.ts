@@ -16,6 +16,8 @@ import { openClickHouse } from '../services/common/clickhouse.js'
 import { sleep } from '../services/common/health.js'
 import { createLogger } from '../services/common/log.js'
 import { BUS, connectNats, provisionBus } from '../services/common/nats.js'
+import { eventually } from '../test/fixtures/bus.js'
+import { metricSum } from '../test/fixtures/metrics.js'
 import { startMosquitto } from '../test/fixtures/mosquitto.js'
 import { startNats } from '../test/fixtures/nats.js'
 import { tempDir } from '../test/fixtures/process.js'
@@ -118,10 +120,14 @@ export async function benchEndToEnd(opts: EndToEndBenchOptions): Promise<void> {
       port: broker.port,
     }
     await loadInWorker({ ...warm, prefix: 'warm', topicPrefix: 'devices', ratePerSec: 1_000 })
-    await waitFor(async () => {
-      const c = await counters()
-      return c.stored >= 5_000 && c.scored >= 5_000
-    }, 120_000)
+    await eventually(
+      async () => {
+        const c = await counters()
+        return c.stored >= 5_000 && c.scored >= 5_000
+      },
+      120_000,
+      'the warm-up readings stored and scored',
+    )
 
     const query$ = createClient(
       QueryService,
@@ -251,22 +257,9 @@ export async function benchEndToEnd(opts: EndToEndBenchOptions): Promise<void> {
   report(steps, { ceiling, jetstreamPerSec, machine, seconds: opts.seconds })
 }
 
-/** The sum of a Prometheus counter's series matching a label, from a service's /metrics. */
+/** The sum of a metric's series matching a label, from a service's /metrics. */
 async function counter(baseUrl: string, name: string, label: string): Promise<number> {
-  const text = await (await fetch(`${baseUrl}/metrics`)).text()
-  let sum = 0
-  for (const line of text.split('\n'))
-    if (line.startsWith(`${name}{`) && line.includes(label))
-      sum += Number(line.slice(line.lastIndexOf(' ') + 1))
-  return sum
-}
-
-async function waitFor(check: () => Promise<boolean>, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms`)
-    await sleep(200)
-  }
+  return metricSum(await (await fetch(`${baseUrl}/metrics`)).text(), name, label)
 }
 
 function usageOf(pids: Record<string, number | undefined>) {

@@ -21,6 +21,8 @@ import {
   deployNatsConfig,
   passwordVariable,
 } from '../../services/common/bus-users.js'
+import { createLogger } from '../../services/common/log.js'
+import { provisionBus } from '../../services/common/nats.js'
 import { normalReading, Rng, syntheticFleet } from '../../services/inference/model/synthetic.js'
 import { eventually } from '../fixtures/bus.js'
 import { type NatsFixture, startNats } from '../fixtures/nats.js'
@@ -43,8 +45,6 @@ describe('security: NATS users per service with subject permissions', () => {
     const common = { VIGIL_NATS_URL: nats.url, VIGIL_DATA_DIR: data.path }
     // The admin provisions the bus, as `vigil up` does; each service then runs as itself.
     const admin = await connect({ servers: nats.url, user: 'admin', pass: passwords.admin })
-    const { provisionBus } = await import('../../services/common/nats.js')
-    const { createLogger } = await import('../../services/common/log.js')
     await provisionBus(admin, createLogger({ service: 'cli', logLevel: 'silent' }))
     await admin.drain()
     services.push(
