@@ -4,10 +4,12 @@ import { after, before, describe, it } from 'node:test'
 import { fileURLToPath } from 'node:url'
 import { type Browser, chromium, type Page } from 'playwright-core'
 import { build } from 'vite'
+import { type DevIssuer, startDevIssuer } from '../services/common/dev-issuer.js'
 import { createLogger } from '../services/common/log.js'
 import { connectNats, type NatsConnection, provisionBus } from '../services/common/nats.js'
 import { type MosquittoFixture, startMosquitto } from './fixtures/mosquitto.js'
 import { type NatsFixture, startNats } from './fixtures/nats.js'
+import { freePort } from './fixtures/ports.js'
 import { type Child, tempDir } from './fixtures/process.js'
 import { type ServiceProcess, startService, startVigil } from './fixtures/services.js'
 
@@ -24,6 +26,8 @@ describe('dashboard in a real browser (Debian chromium) against the real stack',
   let bridge: ServiceProcess
   let inference: ServiceProcess
   let simulator: Child
+  let issuer: DevIssuer
+  let queryEnv: Record<string, string>
   let browser: Browser
   let page: Page
   const dir = tempDir('dashboard')
@@ -39,7 +43,19 @@ describe('dashboard in a real browser (Debian chromium) against the real stack',
     nc = await connectNats({ service: 'cli', natsUrl: nats.url }, log)
     await provisionBus(nc, log)
     broker = await startMosquitto([], { dynsec: BRIDGE })
-    const common = { VIGIL_NATS_URL: nats.url, VIGIL_MQTT_DYNSEC: 'true' }
+    // Users sign in: the development issuer of `vigil up`, the services verifying its tokens.
+    const queryPort = await freePort()
+    issuer = await startDevIssuer({
+      dataDir: dir.path,
+      port: 0,
+      dashboardUrl: `http://127.0.0.1:${queryPort}/`,
+    })
+    const common = {
+      VIGIL_NATS_URL: nats.url,
+      VIGIL_MQTT_DYNSEC: 'true',
+      VIGIL_AUTH_JWKS_URL: issuer.jwksUrl,
+      VIGIL_AUTH_ISSUER: issuer.url,
+    }
     ;[bridge, inference] = await Promise.all([
       startService('bridge', {
         ...common,
@@ -49,15 +65,23 @@ describe('dashboard in a real browser (Debian chromium) against the real stack',
       }),
       startService('inference', { ...common, VIGIL_BOOTSTRAP_ROWS: '200', VIGIL_INFERENCE_THREADS: '1' }),
     ])
-    query = await startService('query', {
+    queryEnv = {
       ...common,
       VIGIL_DATA_DIR: dir.path,
       VIGIL_STORE_LINGER_MS: '100',
       VIGIL_INFERENCE_PUBLIC_URL: inference.url,
-    })
+      VIGIL_AUTH_SIGN_IN_URL: issuer.signInUrl,
+    }
+    query = await startService('query', queryEnv, { port: queryPort })
+    const operator = await issuer.key.mint({ subject: 'simulator', roles: ['operator'], ttlSeconds: 3_600 })
     simulator = startVigil(
       ['simulate', '--devices', '6', '--interval', '200ms', '--anomaly-rate', '0.05', '--prefix', 'web'],
-      { VIGIL_QUERY_ADDR: query.url, VIGIL_MQTT_URL: broker.url, VIGIL_DATA_DIR: dir.path },
+      {
+        VIGIL_QUERY_ADDR: query.url,
+        VIGIL_MQTT_URL: broker.url,
+        VIGIL_DATA_DIR: dir.path,
+        VIGIL_TOKEN: operator,
+      },
     )
     browser = await chromium.launch({
       executablePath: CHROMIUM,
@@ -73,7 +97,23 @@ describe('dashboard in a real browser (Debian chromium) against the real stack',
     await broker?.stop()
     await nc?.drain()
     await nats?.stop()
+    await issuer?.close()
     dir.remove()
+  })
+
+  it('asks to sign in, signs in on the issuer page and shows who is signed in', async () => {
+    await page.goto(`${query.url}/#/fleet`)
+    await page.waitForSelector('.sign-in a', { timeout: 30_000 })
+    assert.equal(await page.$('.device-row'), null, 'nothing is shown before signing in')
+    await page.click('.sign-in a')
+    await page.waitForSelector('form[action="/sign-in"]')
+    await page.fill('input[name="name"]', 'grace')
+    await page.selectOption('select[name="role"]', 'admin')
+    await page.click('button[type="submit"]')
+    await page.waitForSelector('header .who strong', { timeout: 30_000 })
+    assert.equal(await page.textContent('header .who strong'), 'grace')
+    assert.match((await page.textContent('header .who')) ?? '', /\(admin\)/)
+    assert.equal(new URL(page.url()).hash, '#/fleet', 'the token is taken out of the address bar')
   })
 
   it('lists the simulated devices on the fleet page, with live summary tiles', async () => {
@@ -158,16 +198,7 @@ describe('dashboard in a real browser (Debian chromium) against the real stack',
     const port = query.port
     await query.stop()
     await page.waitForSelector('[data-state="reconnecting"]', { timeout: 20_000 })
-    query = await startService(
-      'query',
-      {
-        VIGIL_NATS_URL: nats.url,
-        VIGIL_MQTT_DYNSEC: 'true',
-        VIGIL_DATA_DIR: dir.path,
-        VIGIL_INFERENCE_PUBLIC_URL: inference.url,
-      },
-      { port },
-    )
+    query = await startService('query', queryEnv, { port })
     await page.waitForSelector('[data-state="live"]', { timeout: 30_000 })
   })
 

@@ -1,12 +1,11 @@
 // `vigil devices add|list|show|update|revoke`: the device registry through DeviceService.
 import { parseArgs } from 'node:util'
 import { timestampDate } from '@bufbuild/protobuf/wkt'
-import { Code, ConnectError, createClient } from '@connectrpc/connect'
-import { createConnectTransport } from '@connectrpc/connect-node'
+import { Code, ConnectError } from '@connectrpc/connect'
 import { type Device, DeviceService, DeviceStatus } from '../../gen/vigil/device/v1/device_pb.js'
 import { DEFAULT_PORTS, EnvReader } from '../common/config.js'
 import { violationsOf } from '../common/errors.js'
-import { serviceAddress } from './addresses.js'
+import { cliClient, serviceAddress } from './addresses.js'
 import { printTable } from './table.js'
 
 export const DEVICES_HELP = `vigil devices — the device registry
@@ -45,8 +44,8 @@ export async function devices(argv: string[]): Promise<number> {
   }
   const r = new EnvReader()
   const addr = serviceAddress(r, 'query')
+  const client = cliClient(r, DeviceService, addr)
   r.done()
-  const client = createClient(DeviceService, createConnectTransport({ baseUrl: addr, httpVersion: '1.1' }))
   const out = (line: string) => process.stdout.write(`${line}\n`)
   try {
     switch (sub) {

@@ -1,11 +1,10 @@
 // `vigil models list|show|promote|rollback`: the model registry through InferenceService.
 import { parseArgs } from 'node:util'
 import { timestampDate } from '@bufbuild/protobuf/wkt'
-import { ConnectError, createClient } from '@connectrpc/connect'
-import { createConnectTransport } from '@connectrpc/connect-node'
+import { ConnectError } from '@connectrpc/connect'
 import { InferenceService, type Model, ModelScope } from '../../gen/vigil/inference/v1/inference_pb.js'
 import { DEFAULT_PORTS, EnvReader } from '../common/config.js'
-import { serviceAddress } from './addresses.js'
+import { cliClient, serviceAddress } from './addresses.js'
 import { printTable } from './table.js'
 
 export const MODELS_HELP = `vigil models — the model registry
@@ -32,8 +31,8 @@ export async function models(argv: string[]): Promise<number> {
   }
   const r = new EnvReader()
   const addr = serviceAddress(r, 'inference')
+  const client = cliClient(r, InferenceService, addr)
   r.done()
-  const client = createClient(InferenceService, createConnectTransport({ baseUrl: addr, httpVersion: '1.1' }))
   const out = (line: string) => process.stdout.write(`${line}\n`)
   try {
     switch (sub) {

@@ -7,8 +7,7 @@
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { dirname, join, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
-import { Code, ConnectError, createClient } from '@connectrpc/connect'
-import { createConnectTransport } from '@connectrpc/connect-node'
+import { type Client, Code, ConnectError } from '@connectrpc/connect'
 import mqtt, { type MqttClient } from 'mqtt'
 import { DeviceService } from '../../gen/vigil/device/v1/device_pb.js'
 import { DEFAULT_PORTS, EnvReader } from '../common/config.js'
@@ -20,7 +19,7 @@ import {
   type SyntheticDevice,
   syntheticFleet,
 } from '../inference/model/synthetic.js'
-import { serviceAddress } from './addresses.js'
+import { cliClient, serviceAddress } from './addresses.js'
 import { parseDuration } from './train.js'
 
 export const SIMULATE_HELP = `vigil simulate — a fleet of simulated devices over MQTT
@@ -81,6 +80,7 @@ export async function simulate(argv: string[]): Promise<number> {
   ]) as string
   const queryAddr = serviceAddress(r, 'query')
   const dataDir = resolve(r.string('VIGIL_DATA_DIR', '.vigil'))
+  const registry = cliClient(r, DeviceService, queryAddr)
   r.done()
   if (problems.length > 0) {
     process.stderr.write(`vigil simulate: ${problems.join('; ')}\n\n${SIMULATE_HELP}`)
@@ -97,7 +97,7 @@ export async function simulate(argv: string[]): Promise<number> {
       seq: 0,
     }),
   )
-  const credentials = await ensureAccounts(fleet, queryAddr, join(dataDir, 'simulator', 'credentials.json'))
+  const credentials = await ensureAccounts(fleet, registry, join(dataDir, 'simulator', 'credentials.json'))
   let published = 0
   let injected = 0
   let commands = 0
@@ -208,14 +208,10 @@ function answer(d: SimDevice, payload: Buffer): void {
  */
 async function ensureAccounts(
   fleet: SimDevice[],
-  queryAddr: string,
+  client: Client<typeof DeviceService>,
   file: string,
 ): Promise<Record<string, string>> {
   const known: Record<string, string> = existsSync(file) ? JSON.parse(readFileSync(file, 'utf8')) : {}
-  const client = createClient(
-    DeviceService,
-    createConnectTransport({ baseUrl: queryAddr, httpVersion: '1.1' }),
-  )
   let added = 0
   for (const d of fleet) {
     if (known[d.spec.id]) continue

@@ -7,8 +7,7 @@ import { resolve } from 'node:path'
 import { createInterface } from 'node:readline'
 import { parseArgs } from 'node:util'
 import { timestampFromMs, timestampMs } from '@bufbuild/protobuf/wkt'
-import { createClient } from '@connectrpc/connect'
-import { createConnectTransport } from '@connectrpc/connect-node'
+import type { Client } from '@connectrpc/connect'
 import { InferenceService } from '../../gen/vigil/inference/v1/inference_pb.js'
 import { QueryService } from '../../gen/vigil/query/v1/query_pb.js'
 import type { Reading } from '../../gen/vigil/telemetry/v1/telemetry_pb.js'
@@ -22,7 +21,7 @@ import { buildOnnx } from '../inference/model/onnx.js'
 import type { ModelScopeName } from '../inference/model/spec.js'
 import { TrainingError, trainingSet, trainModel } from '../inference/model/train.js'
 import { isAlias, ModelRegistry } from '../inference/registry.js'
-import { serviceAddress } from './addresses.js'
+import { cliClient, serviceAddress } from './addresses.js'
 import { Progress } from './progress.js'
 
 export const TRAIN_HELP = `vigil train — fit an anomaly model and store it in the registry
@@ -102,6 +101,8 @@ export async function train(argv: string[]): Promise<number> {
   const inferenceAddr = serviceAddress(r, 'inference')
   const natsUrl = r.url('VIGIL_NATS_URL', `nats://127.0.0.1:${DEFAULT_PORTS.nats}`, ['nats', 'tls']) as string
   const dataDir = resolve(r.string('VIGIL_DATA_DIR', '.vigil'))
+  const query = cliClient(r, QueryService, queryAddr)
+  const inference = cliClient(r, InferenceService, inferenceAddr)
   r.done()
   if (problems.length > 0) {
     process.stderr.write(`vigil train: ${problems.join('\n  ')}\n\n${TRAIN_HELP}`)
@@ -118,7 +119,14 @@ export async function train(argv: string[]): Promise<number> {
     rows = await readFile(flags.file, flags, limit, progress)
   } else {
     source = 'clickhouse'
-    rows = await readStored(queryAddr, flags, window as { startMs: number; endMs: number }, limit, progress)
+    rows = await readStored(
+      query,
+      queryAddr,
+      flags,
+      window as { startMs: number; endMs: number },
+      limit,
+      progress,
+    )
   }
   progress.done(`${rows.length.toLocaleString('en')} readings of ${what}`)
   if (rows.length === 0) {
@@ -171,11 +179,7 @@ export async function train(argv: string[]): Promise<number> {
       `stored ${stored.spec.name} v${stored.spec.version} in the registry (${stored.sizeBytes} bytes)`,
     )
     if (promote) {
-      const client = createClient(
-        InferenceService,
-        createConnectTransport({ baseUrl: inferenceAddr, httpVersion: '1.1' }),
-      )
-      const res = await client.promoteModel({
+      const res = await inference.promoteModel({
         name: stored.spec.name,
         version: stored.spec.version,
         alias: promote,
@@ -244,13 +248,13 @@ function timeWindow(
 }
 
 async function readStored(
+  client: Client<typeof QueryService>,
   addr: string,
   flags: { device?: string; site?: string },
   window: { startMs: number; endMs: number },
   limit: number,
   progress: Progress,
 ): Promise<Row[]> {
-  const client = createClient(QueryService, createConnectTransport({ baseUrl: addr, httpVersion: '1.1' }))
   const rows: Row[] = []
   progress.step(`reading stored telemetry from ${addr}`)
   let truncated = false

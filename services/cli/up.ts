@@ -1,8 +1,9 @@
 import { randomBytes } from 'node:crypto'
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
+import { SERVICE_ROLE } from '../common/auth.js'
 import {
   type BusUser,
   busPasswords as busPasswordsIn,
@@ -10,6 +11,7 @@ import {
   natsServerConfig,
 } from '../common/bus-users.js'
 import { DEFAULT_PORTS, EnvReader } from '../common/config.js'
+import { type DevIssuer, type DevKey, startDevIssuer, type TokenRequest } from '../common/dev-issuer.js'
 import { dynsecPluginPath, initialDynsecConfig } from '../common/dynsec.js'
 import { createLogger } from '../common/log.js'
 import { mosquittoConfig } from '../common/mosquitto.js'
@@ -60,6 +62,7 @@ export async function up(argv: string[]): Promise<number> {
   const natsUrl = r.url('VIGIL_NATS_URL', undefined, ['nats', 'tls'])
   const mqttUrl = r.url('VIGIL_MQTT_URL', undefined, ['mqtt', 'mqtts', 'tcp', 'ssl'])
   const clickhouseUrl = r.url('VIGIL_CLICKHOUSE_URL', undefined, ['http', 'https'])
+  const externalIssuer = r.optionalString('VIGIL_AUTH_JWKS_URL') !== undefined
   r.done()
 
   const log = createLogger({ service: 'cli', logLevel: 'warn' })
@@ -69,6 +72,11 @@ export async function up(argv: string[]): Promise<number> {
   /** How the services reach the broker `vigil up` started (the bridge's account, dynamic security). */
   const brokerEnv: Record<string, string> = {}
   const logDir = join(dataDir, 'logs')
+  /** How each process authenticates: the services' verification settings and its own token file. */
+  const authEnv: Record<string, string> = {}
+  const tokenEnv: Partial<Record<TokenHolder, Record<string, string>>> = {}
+  let issuer: DevIssuer | undefined
+  let refreshTokens: NodeJS.Timeout | undefined
 
   try {
     ensureWritableDir(dataDir)
@@ -136,6 +144,41 @@ export async function up(argv: string[]): Promise<number> {
       address: busUrl,
       state: 'streams TELEMETRY, INFERENCES, REJECTED, COMMANDS ready',
     })
+
+    // Users and roles: the development issuer unless one is configured or --no-auth.
+    if (externalIssuer) {
+      rows.push({
+        component: 'auth',
+        address: process.env.VIGIL_AUTH_JWKS_URL as string,
+        state: 'configured (VIGIL_AUTH_JWKS_URL); give ingest and the simulator VIGIL_TOKEN_FILE',
+      })
+    } else if (flags.auth) {
+      await ensurePortFree(ports.issuer, '127.0.0.1', 'the development issuer', `use --no-auth, ${moveAll}`)
+      issuer = await startDevIssuer({
+        dataDir,
+        port: ports.issuer,
+        dashboardUrl: `http://127.0.0.1:${ports.query}/`,
+      })
+      const devIssuer = issuer
+      Object.assign(authEnv, {
+        VIGIL_AUTH_JWKS_URL: devIssuer.jwksUrl,
+        VIGIL_AUTH_ISSUER: devIssuer.url,
+        VIGIL_AUTH_SIGN_IN_URL: devIssuer.signInUrl,
+      })
+      const write = () => writeServiceTokens(devIssuer.key, join(dataDir, 'auth', 'tokens'))
+      Object.assign(tokenEnv, await write())
+      // Tokens last a day and are renewed every hour; the services re-read the files.
+      refreshTokens = setInterval(() => {
+        write().catch((err: Error) => say(`vigil up: renewing service tokens failed: ${err.message}`))
+      }, 3_600_000)
+      rows.push({
+        component: 'auth',
+        address: devIssuer.url,
+        state: `development issuer: sign in at ${devIssuer.signInUrl}`,
+      })
+    } else {
+      rows.push({ component: 'auth', address: '-', state: 'off (--no-auth): every RPC is open' })
+    }
 
     const brokerUrl = mqttUrl ?? `mqtt://127.0.0.1:${ports.mqtt}`
     // Where the services find each other.
@@ -247,6 +290,8 @@ export async function up(argv: string[]): Promise<number> {
             ...process.env,
             ...brokerEnv,
             ...wiring,
+            ...authEnv,
+            ...tokenEnv[service.name as TokenHolder],
             ...busUser(service.name),
             VIGIL_PORT: String(port),
           },
@@ -285,7 +330,7 @@ export async function up(argv: string[]): Promise<number> {
           name: 'simulator',
           command: process.execPath,
           args: [...entryOf('services/cli/main'), 'simulate', '--devices', String(flags.simulate)],
-          env: { ...process.env, ...wiring },
+          env: { ...process.env, ...wiring, ...tokenEnv.simulator },
           logDir,
         },
         say,
@@ -306,6 +351,11 @@ export async function up(argv: string[]): Promise<number> {
       say,
     )
     say('')
+    if (issuer)
+      say(
+        `Sign in to the dashboard at ${issuer.signInUrl} (development issuer: any name, the role you pick). ` +
+          'The CLI on this machine signs its own calls with its key in the data folder.',
+      )
     say(`Logs: ${logDir}. Data: ${dataDir}. Press Ctrl-C to stop.`)
     await new Promise<void>((resolveStop) => {
       process.once('SIGINT', resolveStop)
@@ -321,8 +371,34 @@ export async function up(argv: string[]): Promise<number> {
     process.stderr.write(`vigil up: ${(err as Error).message}\n`)
     return 1
   } finally {
+    clearInterval(refreshTokens)
     for (const child of [...children].reverse()) await child.stop()
+    await issuer?.close()
   }
+}
+
+/** The processes `vigil up` hands a token: ingest calls Infer, the simulator registers devices. */
+type TokenHolder = 'ingest' | 'simulator'
+const TOKEN_GRANTS: Record<TokenHolder, TokenRequest['roles']> = {
+  ingest: [SERVICE_ROLE],
+  simulator: ['operator'],
+}
+
+/** Mints a day-long token per holder into `dir/<holder>.jwt` (mode 600, replaced atomically). */
+async function writeServiceTokens(
+  key: DevKey,
+  dir: string,
+): Promise<Record<TokenHolder, Record<string, string>>> {
+  mkdirSync(dir, { recursive: true, mode: 0o700 })
+  const env = {} as Record<TokenHolder, Record<string, string>>
+  for (const [holder, roles] of Object.entries(TOKEN_GRANTS) as [TokenHolder, TokenRequest['roles']][]) {
+    const file = join(dir, `${holder}.jwt`)
+    const token = await key.mint({ subject: `service:${holder}`, roles, ttlSeconds: 86_400 })
+    writeFileSync(`${file}.tmp`, token, { mode: 0o600 })
+    renameSync(`${file}.tmp`, file)
+    env[holder] = { VIGIL_TOKEN_FILE: file }
+  }
+  return env
 }
 
 /** The bridge's broker account: made once, kept (mode 600) in the broker's data folder. */
@@ -361,8 +437,8 @@ async function waitReady(url: string, timeoutMs: number): Promise<boolean> {
   return false
 }
 
-function parseFlags(argv: string[]): { simulate: number; portOffset: number } {
-  let values: { simulate?: string; 'no-simulate'?: boolean; 'port-offset'?: string }
+function parseFlags(argv: string[]): { simulate: number; portOffset: number; auth: boolean } {
+  let values: { simulate?: string; 'no-simulate'?: boolean; 'port-offset'?: string; 'no-auth'?: boolean }
   try {
     ;({ values } = parseArgs({
       args: argv,
@@ -370,6 +446,7 @@ function parseFlags(argv: string[]): { simulate: number; portOffset: number } {
         simulate: { type: 'string' },
         'no-simulate': { type: 'boolean' },
         'port-offset': { type: 'string' },
+        'no-auth': { type: 'boolean' },
       },
     }))
   } catch (err) {
@@ -385,5 +462,5 @@ function parseFlags(argv: string[]): { simulate: number; portOffset: number } {
       `--port-offset wants a whole number from 0 to ${65535 - highest}`,
       'e.g. --port-offset 10000 (query on 18080, MQTT on 11883, …)',
     )
-  return { simulate, portOffset }
+  return { simulate, portOffset, auth: !values['no-auth'] }
 }

@@ -10,6 +10,13 @@ import { RateLimiter } from './rate-limit.js'
 
 export const ROLES = ['viewer', 'operator', 'admin'] as const
 export type Role = (typeof ROLES)[number]
+/**
+ * The role of machine credentials (service tokens): it alone opens the internal RPCs (IngestService
+ * for programs, Infer/InferBatch) and it is exempt from the per-user limits. It is outside the
+ * user hierarchy: an admin token does not open internal RPCs, a service token opens nothing else.
+ */
+export const SERVICE_ROLE = 'service'
+export type Grant = Role | typeof SERVICE_ROLE
 
 export interface AuthConfig {
   jwksUrl: string
@@ -46,16 +53,15 @@ export function readAuthConfig(r: EnvReader): AuthConfig | undefined {
 /** Who called: set by the interceptor for handlers (context value) and logs. */
 export interface Caller {
   subject: string
-  roles: Role[]
+  roles: Grant[]
   expiresAtMs: number
 }
 
 /**
- * The least role each method of a service needs (`default` for methods not listed). `internal`
- * marks service-to-service methods that no user token opens: they rely on the transport (mTLS
- * with VIGIL_TLS_CA) for now.
+ * The least role each method of a service needs (`default` for methods not listed); `service`
+ * marks the internal methods that only service credentials open.
  */
-export type RolePolicy = Record<string, { default: Role; methods?: Record<string, Role | 'internal'> }>
+export type RolePolicy = Record<string, { default: Grant; methods?: Record<string, Grant> }>
 
 /** Who may call what, for every user-facing service. */
 export const USER_POLICY: RolePolicy = {
@@ -71,8 +77,16 @@ export const USER_POLICY: RolePolicy = {
   },
   'vigil.inference.v1.InferenceService': {
     default: 'viewer',
-    methods: { Infer: 'internal', InferBatch: 'internal', PromoteModel: 'admin', RollbackModel: 'admin' },
+    methods: { Infer: SERVICE_ROLE, InferBatch: SERVICE_ROLE, PromoteModel: 'admin', RollbackModel: 'admin' },
   },
+  // Programs that publish readings over RPC hold service credentials, as the services do.
+  'vigil.ingest.v1.IngestService': { default: SERVICE_ROLE },
+}
+
+/** Whether roles include what a method needs: `service` exactly, a user role or one above it. */
+export function grants(roles: readonly Grant[], needed: Grant): boolean {
+  if (needed === SERVICE_ROLE) return roles.includes(SERVICE_ROLE)
+  return roles.some((r) => r !== SERVICE_ROLE && ROLES.indexOf(r) >= ROLES.indexOf(needed))
 }
 
 /**
@@ -90,13 +104,14 @@ export function userAuthentication(
     const rule = policy[req.service.typeName]
     if (!rule) return next(req)
     const needed = rule.methods?.[req.method.name] ?? rule.default
-    if (needed === 'internal') return next(req)
     const caller = await verify(req.header.get('authorization'), config, keys)
-    if (!caller.roles.some((r) => ROLES.indexOf(r) >= ROLES.indexOf(needed)))
+    if (!grants(caller.roles, needed))
       throw new ConnectError(
         `${req.method.name} needs the role ${needed}; the token of "${caller.subject}" has ${caller.roles.join(', ') || 'none'}`,
         Code.PermissionDenied,
       )
+    // Services are not users: their calls are bounded by their own flow control, not by user limits.
+    if (caller.roles.includes(SERVICE_ROLE)) return next(req)
     if (!calls.take(caller.subject))
       throw new ConnectError(
         `rate limit: at most ${config.userRatePerSec} calls a second per user (bursts of ${config.userBurst}); retry shortly`,
@@ -170,11 +185,12 @@ function reason(err: unknown): string {
   return 'cannot be verified'
 }
 
-function rolesOf(payload: JWTPayload, claim: string): Role[] {
+function rolesOf(payload: JWTPayload, claim: string): Grant[] {
   let value: unknown = payload
   for (const part of claim.split('.')) value = (value as Record<string, unknown> | undefined)?.[part]
   const list = Array.isArray(value) ? value : typeof value === 'string' ? value.split(' ') : []
-  return list.filter((r): r is Role => (ROLES as readonly string[]).includes(r as string))
+  const known: readonly string[] = [...ROLES, SERVICE_ROLE]
+  return list.filter((r): r is Grant => known.includes(r as string))
 }
 
 /** Passes a stream's messages on until the token expires, then ends it with Unauthenticated. */

@@ -17,6 +17,8 @@ export const DEFAULT_PORTS = {
   inference: 8082,
   bridge: 8083,
   store: 8084,
+  /** The development token issuer of `vigil up`. */
+  issuer: 8090,
   mqtt: 1883,
   mqtts: 8883,
   nats: 4222,

@@ -23,12 +23,27 @@ export function defaultDashboardDir(): string {
     : resolve(here, '../../dist/dashboard')
 }
 
-export function dashboardRoute(opts: { dir: string; inferenceUrl: string }): HttpRoute {
+/**
+ * The dashboard's files and its config: where the inference service is and, when the services
+ * require a token, that they do and where people sign in.
+ */
+export function dashboardRoute(opts: {
+  dir: string
+  inferenceUrl: string
+  auth?: { signInUrl?: string }
+}): HttpRoute {
   const root = resolve(opts.dir)
-  const config = JSON.stringify({ inferenceUrl: opts.inferenceUrl })
+  const config = JSON.stringify({
+    inferenceUrl: opts.inferenceUrl,
+    auth: opts.auth ? { required: true, signInUrl: opts.auth.signInUrl } : { required: false },
+  })
   return (req, res) => {
     if (req.method !== 'GET' && req.method !== 'HEAD') return false
-    const path = decodeURIComponent((req.url ?? '/').split('?')[0] ?? '/')
+    const path = decodedPath(req.url)
+    if (path === undefined) {
+      res.writeHead(400, { 'Content-Type': 'text/plain; charset=utf-8' }).end('malformed path\n')
+      return true
+    }
     if (path.startsWith('/vigil.') || path.startsWith('/grpc.')) return false
     if (path === '/dashboard-config.json') {
       res.writeHead(200, { 'Content-Type': 'application/json', 'Cache-Control': 'no-store' })
@@ -56,5 +71,15 @@ export function dashboardRoute(opts: { dir: string; inferenceUrl: string }): Htt
     if (req.method === 'HEAD') res.end()
     else res.end(readFileSync(file))
     return true
+  }
+}
+
+/** The URL's path decoded, or undefined when it is malformed (bad escapes, NUL bytes). */
+function decodedPath(url: string | undefined): string | undefined {
+  try {
+    const path = decodeURIComponent((url ?? '/').split('?')[0] ?? '/')
+    return path.includes('\0') ? undefined : path
+  } catch {
+    return undefined
   }
 }

@@ -1,6 +1,7 @@
 import { readBatchConfig } from '../common/batcher.js'
 import type { CommonConfig, EnvReader } from '../common/config.js'
 import { DEFAULT_PORTS } from '../common/config.js'
+import { readTokenSource, type TokenSource } from '../common/credentials.js'
 
 export interface IngestConfig extends CommonConfig {
   batchMax: number
@@ -8,6 +9,8 @@ export interface IngestConfig extends CommonConfig {
   /** Where `Publish(infer=true)` sends readings to be scored. */
   inferenceAddr: string
   inferenceTimeoutMs: number
+  /** The service token sent to the inference service (VIGIL_TOKEN / VIGIL_TOKEN_FILE). */
+  token?: TokenSource
   /** How long an RPC waits for JetStream before answering Unavailable. */
   storeTimeoutMs: number
 }
@@ -22,6 +25,7 @@ export function readIngestConfig(r: EnvReader, common: CommonConfig): IngestConf
       'https',
     ])!,
     inferenceTimeoutMs: r.int('VIGIL_INFERENCE_TIMEOUT_MS', 2_000, 10, 60_000),
+    token: readTokenSource(r),
     storeTimeoutMs: r.int('VIGIL_INGEST_STORE_TIMEOUT_MS', 10_000, 100, 600_000),
   }
 }

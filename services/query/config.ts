@@ -16,6 +16,8 @@ export interface QueryConfig extends StoreConfig {
   dashboardDir: string
   /** Where browsers reach the inference service (the dashboard's model panel). */
   inferencePublicUrl: string
+  /** Where the dashboard sends people to sign in when authentication is on. */
+  signInUrl?: string
 }
 
 /** The query service's own variables (see README.md). */
@@ -37,5 +39,6 @@ export function readQueryConfig(r: EnvReader, common: CommonConfig): QueryConfig
       r.optionalString('VIGIL_INFERENCE_ADDR') ?? `http://127.0.0.1:${DEFAULT_PORTS.inference}`,
       ['http', 'https'],
     ) as string,
+    signInUrl: r.url('VIGIL_AUTH_SIGN_IN_URL', undefined, ['http', 'https']),
   }
 }

@@ -36,7 +36,13 @@ await runService({
     lifecycle.onStop('command dispatcher', () => dispatcher)
     return {
       routes: queryRoutes({ config, ch, nc: bus.nc, log }, devices, provision, commands),
-      httpRoutes: [dashboardRoute({ dir: config.dashboardDir, inferenceUrl: config.inferencePublicUrl })],
+      httpRoutes: [
+        dashboardRoute({
+          dir: config.dashboardDir,
+          inferenceUrl: config.inferencePublicUrl,
+          auth: config.auth ? { signInUrl: config.signInUrl } : undefined,
+        }),
+      ],
     }
   },
 })

@@ -146,6 +146,33 @@ describe('security: user tokens and roles on the query and inference services', 
       Code.PermissionDenied,
     ],
     [
+      'score readings (InferBatch, internal) without a token',
+      undefined,
+      (h) =>
+        createClient(InferenceService, transport(inference)).inferBatch({ requests: [] }, { headers: h }),
+      Code.Unauthenticated,
+    ],
+    [
+      'score readings (InferBatch, internal) with an admin user token',
+      ['admin'],
+      (h) =>
+        createClient(InferenceService, transport(inference)).inferBatch({ requests: [] }, { headers: h }),
+      Code.PermissionDenied,
+    ],
+    [
+      'score readings (InferBatch, internal) with a service token',
+      ['service'],
+      (h) =>
+        createClient(InferenceService, transport(inference)).inferBatch({ requests: [] }, { headers: h }),
+      'ok',
+    ],
+    [
+      'list devices with a service token (services are not users)',
+      ['service'],
+      (h) => createClient(DeviceService, transport(query)).listDevices({}, { headers: h }),
+      Code.PermissionDenied,
+    ],
+    [
       'read with SQL-ish device ids as a viewer (answered, not run)',
       ['viewer'],
       (h) =>

@@ -1,5 +1,6 @@
 // The dashboard's shell: navigation and hash routes (#/fleet, #/device/<id>, #/anomalies, #/models).
 import { useEffect, useState } from 'react'
+import { dashboardConfig, type SignedIn, signedIn, signOut } from './api.js'
 import { AnomaliesPage } from './pages/Anomalies.js'
 import { DevicePage } from './pages/Device.js'
 import { FleetPage } from './pages/Fleet.js'
@@ -22,6 +23,14 @@ export function App() {
     window.addEventListener('hashchange', onHash)
     return () => window.removeEventListener('hashchange', onHash)
   }, [])
+  const [user, setUser] = useState<SignedIn | undefined>(signedIn)
+  const [auth, setAuth] = useState<{ required: boolean; signInUrl?: string }>()
+  useEffect(() => {
+    dashboardConfig().then(
+      (c) => setAuth(c.auth),
+      () => setAuth({ required: false }),
+    )
+  }, [])
   const link = (page: string, label: string) => (
     <a href={`#/${page}`} className={route.page === page ? 'active' : ''}>
       {label}
@@ -36,9 +45,38 @@ export function App() {
           {link('anomalies', 'Anomalies')}
           {link('models', 'Models')}
         </nav>
+        {auth?.required && (
+          <span className="who">
+            {user ? (
+              <>
+                Signed in as <strong>{user.name}</strong> ({user.roles.join(', ') || 'no role'}){' '}
+                <button
+                  type="button"
+                  onClick={() => {
+                    signOut()
+                    setUser(undefined)
+                  }}
+                >
+                  Sign out
+                </button>
+              </>
+            ) : (
+              <a href={auth.signInUrl ?? '#'}>Sign in</a>
+            )}
+          </span>
+        )}
       </header>
       <main>
-        {route.page === 'device' && route.id ? (
+        {auth?.required && !user ? (
+          <p className="sign-in">
+            The services require you to sign in.{' '}
+            {auth.signInUrl ? (
+              <a href={auth.signInUrl}>Sign in</a>
+            ) : (
+              'Ask your administrator how to get a token.'
+            )}
+          </p>
+        ) : route.page === 'device' && route.id ? (
           <DevicePage key={route.id} deviceId={route.id} atMs={Number(route.params.get('at')) || undefined} />
         ) : route.page === 'anomalies' ? (
           <AnomaliesPage />
