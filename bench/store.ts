@@ -15,7 +15,13 @@ import {
   type Reading,
   ReadingSchema,
 } from '../gen/vigil/telemetry/v1/telemetry_pb.js'
-import { type ClickHouse, migrate, openClickHouse } from '../services/common/clickhouse.js'
+import {
+  type ClickHouse,
+  DEFAULT_READ_LIMITS,
+  migrate,
+  openClickHouse,
+  readSettings,
+} from '../services/common/clickhouse.js'
 import { encodeReadingBatch } from '../services/common/codec.js'
 import { createLogger } from '../services/common/log.js'
 import { connectNats, provisionBus, rawSubject } from '../services/common/nats.js'
@@ -164,7 +170,9 @@ export async function benchStore(opts: StoreBenchOptions): Promise<void> {
     await writing
 
     say('3/3 queries …')
-    const ctx: QueryContext = { config: { onlineWindowMs: 300_000 }, ch, nc, log }
+    const limits = DEFAULT_READ_LIMITS
+    const reads = { ch, settings: readSettings(limits, false), limits }
+    const ctx: QueryContext = { config: { onlineWindowMs: 300_000 }, ch, reads, nc, log }
     const queries: [string, () => Promise<unknown>][] = [
       [
         'ListDevices (latest per device, first page)',

@@ -98,6 +98,41 @@ describe('deploy/: Prometheus, Grafana, compose and the Dockerfile', () => {
     }
   })
 
+  it('gives ClickHouse a writer confined to the vigil database and a read-only, bounded reader', () => {
+    const users = read('deploy/clickhouse/users.xml')
+    const user = (name: string) => {
+      const m = new RegExp(`<users>[\\s\\S]*<${name}>([\\s\\S]*?)</${name}>`).exec(users)
+      assert.ok(m, `${name} is defined`)
+      return m[1] as string
+    }
+    const writer = user('vigil_writer')
+    assert.match(writer, /from_env="VIGIL_CLICKHOUSE_WRITER_PASSWORD"/)
+    for (const grant of writer.matchAll(/<query>(.*?)<\/query>/g))
+      assert.match(
+        grant[1] as string,
+        / ON vigil\.\*$/,
+        `writer grants stay on the vigil database: ${grant[1]}`,
+      )
+    assert.doesNotMatch(writer, /ALL|ACCESS MANAGEMENT|DROP|SYSTEM/)
+    const reader = user('vigil_reader')
+    assert.match(reader, /<profile>vigil_reader<\/profile>/)
+    assert.deepEqual(
+      [...reader.matchAll(/<query>(.*?)<\/query>/g)].map((g) => g[1]),
+      ['GRANT SELECT ON vigil.*'],
+    )
+    const profile =
+      /<profiles>[\s\S]*<vigil_reader>([\s\S]*?)<\/vigil_reader>[\s\S]*<\/profiles>/.exec(users)?.[1] ?? ''
+    assert.match(profile, /<readonly>2<\/readonly>/)
+    assert.match(profile, /<max_execution_time>30<\/max_execution_time>/)
+    assert.match(profile, /<result_overflow_mode>throw<\/result_overflow_mode>/)
+    const compose = parse(read('deploy/compose.yaml'), { merge: true }) as {
+      services: Record<string, { environment?: Record<string, string>; volumes?: string[] }>
+    }
+    assert.ok(compose.services.clickhouse?.volumes?.some((v) => v.startsWith('./clickhouse/users.xml:')))
+    assert.equal(compose.services.store?.environment?.VIGIL_CLICKHOUSE_USER, 'vigil_writer')
+    assert.equal(compose.services.query?.environment?.VIGIL_CLICKHOUSE_READ_USER, 'vigil_reader')
+  })
+
   it('builds an image that runs as a non-root user with production dependencies only', () => {
     const dockerfile = read('deploy/Dockerfile')
     assert.match(dockerfile, /^USER node$/m)

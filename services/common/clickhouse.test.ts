@@ -1,7 +1,16 @@
 import assert from 'node:assert/strict'
 import { after, before, describe, it } from 'node:test'
+import { Code, ConnectError } from '@connectrpc/connect'
 import { openTestClickHouse } from '../../test/fixtures/clickhouse.js'
-import { type ClickHouse, type Migration, migrate, quoteIdent, toDateTime64 } from './clickhouse.js'
+import {
+  type ClickHouse,
+  type Migration,
+  migrate,
+  quoteIdent,
+  readFailure,
+  readSettings,
+  toDateTime64,
+} from './clickhouse.js'
 import { createLogger } from './log.js'
 
 const log = createLogger({ service: 'store', logLevel: 'silent' })
@@ -95,5 +104,57 @@ describe('clickhouse (embedded chdb unless VIGIL_TEST_CLICKHOUSE_URL is set)', (
 
   it('quotes identifiers', () => {
     assert.equal(quoteIdent('a`b'), '`a\\`b`')
+  })
+
+  it("runs users' reads read-only and bounded, enforced by ClickHouse, with errors a caller can act on", async () => {
+    await migrate(ch, MIGRATIONS, log)
+    const limits = { maxExecutionSeconds: 1, maxResultRows: 1_000 }
+    const read = async (query: string) => {
+      try {
+        const res = await ch.client.query({
+          query: query + readSettings(limits, false),
+          format: 'JSONEachRow',
+        })
+        return await res.json()
+      } catch (err) {
+        throw readFailure(err, limits)
+      }
+    }
+    assert.equal((await read('SELECT number FROM numbers(10)')).length, 10)
+    for (const sql of [
+      `INSERT INTO ${ch.table('readings')} (device_id, ts, event_id) VALUES ('x', now(), 'e')`,
+      `DROP TABLE ${ch.table('readings')}`,
+      `ALTER TABLE ${ch.table('readings')} DELETE WHERE 1`,
+      `CREATE TABLE ${ch.table('evil')} (a UInt8) ENGINE = Memory`,
+    ]) {
+      await assert.rejects(read(sql), (err: Error) => /readonly/i.test(err.message), sql)
+    }
+    await assert.rejects(read('SELECT number FROM numbers(5000)'), (err: ConnectError) => {
+      assert.ok(err instanceof ConnectError)
+      assert.equal(err.code, Code.ResourceExhausted)
+      assert.match(err.rawMessage, /exceed 1000 rows/)
+      return true
+    })
+    await assert.rejects(
+      read('SELECT count() FROM numbers_mt(1e12) WHERE sipHash64(number) = 1'),
+      (err: ConnectError) => {
+        assert.ok(err instanceof ConnectError, String(err))
+        assert.equal(err.code, Code.DeadlineExceeded)
+        return true
+      },
+    )
+    // The limits hold for those queries only: the writer sharing the session still writes.
+    await ch.client.insert({
+      table: ch.table('readings'),
+      values: [{ device_id: 'after', ts: toDateTime64(Date.now()), event_id: 'e1', sensors: {} }],
+      format: 'JSONEachRow',
+    })
+    const rows = await (
+      await ch.client.query({
+        query: `SELECT count() AS n FROM ${ch.table('readings')} WHERE device_id = 'after'`,
+        format: 'JSONEachRow',
+      })
+    ).json<{ n: string }>()
+    assert.equal(Number(rows[0]?.n), 1)
   })
 })

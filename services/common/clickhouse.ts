@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto'
 import { mkdirSync } from 'node:fs'
 import { join } from 'node:path'
 import { type ClickHouseClient, createClient } from '@clickhouse/client'
+import { Code, ConnectError } from '@connectrpc/connect'
 import type { CommonConfig } from './config.js'
 import type { Logger } from './log.js'
 
@@ -31,6 +32,7 @@ export async function openClickHouse(
     'clickhouseUrl' | 'clickhouseUser' | 'clickhousePassword' | 'clickhouseDatabase' | 'dataDir'
   >,
   log: Logger,
+  opts: { readOnly?: boolean } = {},
 ): Promise<ClickHouse> {
   const database = config.clickhouseDatabase
   let client: ClickHouseClient
@@ -60,9 +62,15 @@ export async function openClickHouse(
     const where = config.clickhouseUrl ?? 'embedded chdb'
     throw new Error(`cannot reach ClickHouse at ${where}: ${(ping as { error?: Error }).error?.message}`)
   }
-  await client.command({ query: `CREATE DATABASE IF NOT EXISTS ${quoteIdent(database)}` })
+  // A read-only user cannot create anything; the writer's connection made the database.
+  if (!opts.readOnly) await client.command({ query: `CREATE DATABASE IF NOT EXISTS ${quoteIdent(database)}` })
   log.info(
-    { mode, database, url: config.clickhouseUrl ?? join(config.dataDir, 'clickhouse') },
+    {
+      mode,
+      database,
+      user: config.clickhouseUrl ? config.clickhouseUser : undefined,
+      url: config.clickhouseUrl ?? join(config.dataDir, 'clickhouse'),
+    },
     'clickhouse ready',
   )
   return {
@@ -133,4 +141,47 @@ export async function migrate(ch: ClickHouse, migrations: Migration[], log: Logg
 /** A Date as ClickHouse reads DateTime64(3, 'UTC') text: `2025-08-26 12:34:56.789`. */
 export function toDateTime64(date: Date | number): string {
   return new Date(date).toISOString().replace('T', ' ').replace('Z', '')
+}
+
+/** What one query run for a user's request may cost (VIGIL_QUERY_MAX_*). */
+export interface ReadLimits {
+  maxExecutionSeconds: number
+  maxResultRows: number
+}
+
+/** The query service's defaults: above the largest legitimate answer (an export of 1,000,000 readings). */
+export const DEFAULT_READ_LIMITS: ReadLimits = { maxExecutionSeconds: 30, maxResultRows: 2_000_000 }
+
+/**
+ * The SETTINGS clause every query run for a user's request ends with, enforced by ClickHouse
+ * itself: read only (no INSERT, ALTER, DROP — whatever the SQL), bounded time and result. A clause
+ * in the query, not client settings: embedded chdb turns client settings into session-wide SETs,
+ * which would leave the writer sharing the session read-only. With a dedicated read-only user
+ * (`dedicatedUser`, VIGIL_CLICKHOUSE_READ_USER) its profile pins `readonly`, which may then not be
+ * set again.
+ */
+export function readSettings(limits: ReadLimits, dedicatedUser: boolean): string {
+  const settings = [
+    ...(dedicatedUser ? [] : ['readonly = 2']),
+    `max_execution_time = ${Math.trunc(limits.maxExecutionSeconds)}`,
+    `max_result_rows = ${Math.trunc(limits.maxResultRows)}`,
+    "result_overflow_mode = 'throw'",
+  ]
+  return ` SETTINGS ${settings.join(', ')}`
+}
+
+/** A read that ClickHouse stopped at a limit, as the RPC error the caller can act on; else the error. */
+export function readFailure(err: unknown, limits: ReadLimits): unknown {
+  const code = Number((err as { code?: string | number }).code)
+  if (code === 159)
+    return new ConnectError(
+      `the query ran longer than ${limits.maxExecutionSeconds} s: narrow the time range or the devices`,
+      Code.DeadlineExceeded,
+    )
+  if (code === 396)
+    return new ConnectError(
+      `the answer would exceed ${limits.maxResultRows} rows: narrow the time range, or page`,
+      Code.ResourceExhausted,
+    )
+  return err
 }

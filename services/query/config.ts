@@ -1,3 +1,4 @@
+import { DEFAULT_READ_LIMITS, type ReadLimits } from '../common/clickhouse.js'
 import { type CommonConfig, DEFAULT_PORTS, type EnvReader } from '../common/config.js'
 import { defaultDashboardDir } from '../dashboard/serve.js'
 import { readStoreConfig, type StoreConfig } from '../store/config.js'
@@ -18,6 +19,11 @@ export interface QueryConfig extends StoreConfig {
   inferencePublicUrl: string
   /** Where the dashboard sends people to sign in when authentication is on. */
   signInUrl?: string
+  /** What one query for a user's request may cost. */
+  readLimits: ReadLimits
+  /** A read-only ClickHouse user for users' queries (server mode); else the store's user, with readonly set per query. */
+  clickhouseReadUser?: string
+  clickhouseReadPassword: string
 }
 
 /** The query service's own variables (see README.md). */
@@ -28,6 +34,9 @@ export function readQueryConfig(r: EnvReader, common: CommonConfig): QueryConfig
   if (embedded && !runWriter) {
     r.problem('VIGIL_QUERY_RUNS_WRITER: must be true with embedded ClickHouse (only one process may open it)')
   }
+  const readUser = r.optionalString('VIGIL_CLICKHOUSE_READ_USER')
+  if (readUser && embedded)
+    r.problem('VIGIL_CLICKHOUSE_READ_USER: needs VIGIL_CLICKHOUSE_URL (embedded ClickHouse has no users)')
   return {
     ...store,
     onlineWindowMs: r.int('VIGIL_ONLINE_WINDOW_MS', 300_000, 1_000, 86_400_000),
@@ -40,5 +49,16 @@ export function readQueryConfig(r: EnvReader, common: CommonConfig): QueryConfig
       ['http', 'https'],
     ) as string,
     signInUrl: r.url('VIGIL_AUTH_SIGN_IN_URL', undefined, ['http', 'https']),
+    readLimits: {
+      maxExecutionSeconds: r.int(
+        'VIGIL_QUERY_MAX_EXECUTION_SECONDS',
+        DEFAULT_READ_LIMITS.maxExecutionSeconds,
+        1,
+        3_600,
+      ),
+      maxResultRows: r.int('VIGIL_QUERY_MAX_RESULT_ROWS', DEFAULT_READ_LIMITS.maxResultRows, 1_000, 1e9),
+    },
+    clickhouseReadUser: readUser,
+    clickhouseReadPassword: r.string('VIGIL_CLICKHOUSE_READ_PASSWORD', ''),
   }
 }

@@ -1,4 +1,4 @@
-import type { ClickHouse } from '../common/clickhouse.js'
+import { type ClickHouse, type ReadLimits, readFailure } from '../common/clickhouse.js'
 import type { Logger } from '../common/log.js'
 import type { NatsConnection } from '../common/nats.js'
 import type { QueryConfig } from './config.js'
@@ -7,6 +7,8 @@ import type { QueryConfig } from './config.js'
 export interface QueryContext {
   config: Pick<QueryConfig, 'onlineWindowMs'>
   ch: ClickHouse
+  /** Where users' reads run: read only and bounded (see `readSettings`). */
+  reads: { ch: ClickHouse; settings: string; limits: ReadLimits }
   nc: NatsConnection
   log: Logger
 }
@@ -17,6 +19,14 @@ export async function rows<T>(
   query: string,
   params: Record<string, unknown> = {},
 ): Promise<T[]> {
-  const result = await ctx.ch.client.query({ query, query_params: params, format: 'JSONEachRow' })
-  return result.json<T>()
+  try {
+    const result = await ctx.reads.ch.client.query({
+      query: query + ctx.reads.settings,
+      query_params: params,
+      format: 'JSONEachRow',
+    })
+    return await result.json<T>()
+  } catch (err) {
+    throw readFailure(err, ctx.reads.limits)
+  }
 }

@@ -1,6 +1,6 @@
 // vigil-query: QueryService, DeviceService (and, with embedded ClickHouse, the store's writer) on port 8080.
 import { connectBus } from '../common/bus.js'
-import { migrate, openClickHouse } from '../common/clickhouse.js'
+import { migrate, openClickHouse, readSettings } from '../common/clickhouse.js'
 import { DEFAULT_PORTS } from '../common/config.js'
 import { DeviceRegistry } from '../common/devices.js'
 import { runService } from '../common/service.js'
@@ -27,6 +27,24 @@ await runService({
       await startStoreWriters(kit, ch, bus)
       log.info('running the store writer in this process (embedded ClickHouse)')
     }
+    // Users' reads: a read-only user when one is configured, and read-only, bounded queries always.
+    const readCh = config.clickhouseReadUser
+      ? await openClickHouse(
+          {
+            ...config,
+            clickhouseUser: config.clickhouseReadUser,
+            clickhousePassword: config.clickhouseReadPassword,
+          },
+          log,
+          { readOnly: true },
+        )
+      : ch
+    if (readCh !== ch) lifecycle.onStop('clickhouse reads', () => readCh.close())
+    const reads = {
+      ch: readCh,
+      settings: readSettings(config.readLimits, readCh !== ch),
+      limits: config.readLimits,
+    }
     const devices = await DeviceRegistry.open(bus.nc)
     // With mosquitto's dynamic security, a registration is complete once a bridge gave the device
     // its broker account.
@@ -35,7 +53,7 @@ await runService({
     const dispatcher = commands.runDispatcher(lifecycle.signal)
     lifecycle.onStop('command dispatcher', () => dispatcher)
     return {
-      routes: queryRoutes({ config, ch, nc: bus.nc, log }, devices, provision, commands),
+      routes: queryRoutes({ config, ch, reads, nc: bus.nc, log }, devices, provision, commands),
       httpRoutes: [
         dashboardRoute({
           dir: config.dashboardDir,

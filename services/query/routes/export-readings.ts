@@ -8,7 +8,7 @@ import {
 import { ReadingSchema } from '../../../gen/vigil/telemetry/v1/telemetry_pb.js'
 import { invalidArgument, type Violation } from '../../common/errors.js'
 import { LIMITS, validateDeviceId } from '../../common/validation.js'
-import type { QueryContext } from '../context.js'
+import { type QueryContext, rows as readRows } from '../context.js'
 import { timeRange } from '../inputs.js'
 
 export const EXPORT_DEFAULT = 100_000
@@ -44,8 +44,9 @@ export async function* exportReadings(
   if (violations.length > 0) throw invalidArgument('ExportReadingsRequest', violations)
   const { startMs, endMs } = timeRange(req.start, req.end, { spanMs: 0, requireStart: true })
   const limit = req.limit || EXPORT_DEFAULT
-  const result = await ctx.ch.client.query({
-    query: `SELECT device_id, toUnixTimestamp64Milli(ts) AS ts_ms, event_id, sensors, meta, toString(seq) AS seq,
+  const rows = await readRows<Row>(
+    ctx,
+    `SELECT device_id, toUnixTimestamp64Milli(ts) AS ts_ms, event_id, sensors, meta, toString(seq) AS seq,
                    toUnixTimestamp64Milli(received_at) AS received_ms
             FROM ${ctx.ch.table('telemetry')} FINAL
             WHERE ts >= fromUnixTimestamp64Milli({start:Int64}, 'UTC') AND ts < fromUnixTimestamp64Milli({end:Int64}, 'UTC')
@@ -53,10 +54,8 @@ export async function* exportReadings(
               AND (empty({site:String}) OR meta['site'] = {site:String})
             ORDER BY ts, device_id, event_id
             LIMIT {limit:UInt32}`,
-    query_params: { start: startMs, end: endMs, device: req.deviceId, site: req.site, limit: limit + 1 },
-    format: 'JSONEachRow',
-  })
-  const rows = await result.json<Row>()
+    { start: startMs, end: endMs, device: req.deviceId, site: req.site, limit: limit + 1 },
+  )
   const truncated = rows.length > limit
   const kept = truncated ? rows.slice(0, limit) : rows
   for (let i = 0; i < kept.length || i === 0; i += CHUNK) {
