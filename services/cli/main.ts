@@ -5,6 +5,7 @@ import { certs } from './certs.js'
 import { devices } from './devices.js'
 import { models } from './models.js'
 import { simulate } from './simulate.js'
+import { token } from './token.js'
 import { train } from './train.js'
 import { up } from './up.js'
 
@@ -21,6 +22,7 @@ Commands:
   broker init-dynsec FILE             the broker's first dynamic-security file
   simulate [--devices N] [...]        a fleet of simulated devices over MQTT
   certs [--out DIR] [--device ID]...  a development CA and certificates for components and devices
+  token [--role ROLE] [--ttl 1h]      an access token from the development issuer of "vigil up"
   help                                this text
 
 "vigil <command> --help" tells more about one command.
@@ -45,6 +47,8 @@ async function main(argv: string[]): Promise<number> {
       return simulate(rest)
     case 'certs':
       return certs(rest)
+    case 'token':
+      return token(rest)
     case undefined:
     case 'help':
     case '--help':
