@@ -37,9 +37,11 @@ describe('vigil certs: a development CA and certificates that TLS accepts', () =
         /DNS:localhost.*DNS:vigil\.example\.test.*IP Address:127\.0\.0\.1/,
       )
       assert.equal(statSync(join(out, `${name}-key.pem`)).mode & 0o777, 0o600)
+      assert.match(cert.subject, /OU=vigil-services/, `${name} is marked as a service (its mTLS identity)`)
     }
     const device = new X509Certificate(read('devices/dev-1.pem'))
     assert.match(device.subject, /CN=dev-1/)
+    assert.doesNotMatch(device.subject, /OU=vigil-services/, 'a device certificate is no service credential')
     assert.ok(device.verify(ca.publicKey))
 
     const again = startVigil(['certs', '--out', out, '--device', 'dev-2'])

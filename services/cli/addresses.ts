@@ -17,8 +17,17 @@ export function serviceAddress(r: EnvReader, service: 'query' | 'inference'): st
  */
 export function cliClient<S extends DescService>(r: EnvReader, service: S, baseUrl: string): Client<S> {
   const token = cliTokenSource(r, resolve(r.string('VIGIL_DATA_DIR', '.vigil')))
+  // Over https: trust VIGIL_TLS_CA and, for services that ask for one, present VIGIL_TLS_CERT/KEY.
+  const ca = r.file('VIGIL_TLS_CA')
+  const cert = r.file('VIGIL_TLS_CERT')
+  const key = r.file('VIGIL_TLS_KEY')
   return createClient(
     service,
-    createConnectTransport({ baseUrl, httpVersion: '1.1', interceptors: bearer(token) }),
+    createConnectTransport({
+      baseUrl,
+      httpVersion: '1.1',
+      interceptors: bearer(token),
+      nodeOptions: { ...(ca ? { ca } : {}), ...(cert && key ? { cert, key } : {}) },
+    }),
   )
 }

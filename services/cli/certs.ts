@@ -4,6 +4,7 @@
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
+import { SERVICE_CERT_OU } from '../common/auth.js'
 import { type CertificatePair, createCertificateAuthority, issueCertificate } from '../common/certs.js'
 import { EnvReader } from '../common/config.js'
 import { printTable } from './table.js'
@@ -84,11 +85,16 @@ export async function certs(argv: string[]): Promise<number> {
   for (const component of COMPONENTS)
     issue(component, join(out, `${component}.pem`), {
       commonName: component,
+      organizationalUnit: SERVICE_CERT_OU,
       dnsNames: ['localhost', `vigil-${component}`, component, ...(flags.host ?? [])],
       ips: ['127.0.0.1', '::1'],
     })
   for (const id of flags.device ?? [])
-    issue(`device ${id}`, join(out, 'devices', `${id}.pem`), { commonName: id, usage: ['client'] })
+    issue(`device ${id}`, join(out, 'devices', `${id}.pem`), {
+      commonName: id,
+      organizationalUnit: 'vigil-devices',
+      usage: ['client'],
+    })
 
   const say = (line: string) => process.stdout.write(`${line}\n`)
   printTable(

@@ -3,7 +3,7 @@
 // appears, so rotation needs no restart). The roles come from a configurable claim; each RPC
 // names the least role it needs: viewer (read) < operator (commands, devices) < admin (models,
 // revocation). Server streams end when the token they were opened with expires.
-import { Code, ConnectError, type Interceptor } from '@connectrpc/connect'
+import { Code, ConnectError, createContextKey, type Interceptor } from '@connectrpc/connect'
 import { createRemoteJWKSet, errors, type JWTPayload, type JWTVerifyGetKey, jwtVerify } from 'jose'
 import type { EnvReader } from './config.js'
 import { RateLimiter } from './rate-limit.js'
@@ -17,6 +17,20 @@ export type Role = (typeof ROLES)[number]
  */
 export const SERVICE_ROLE = 'service'
 export type Grant = Role | typeof SERVICE_ROLE
+
+/**
+ * The organizational unit of services' certificates (`vigil certs` sets it). A client certificate
+ * the server verified against VIGIL_TLS_CA with this unit is a service credential, like a token
+ * with the role `service`; a device's certificate (same CA, another unit) is not.
+ */
+export const SERVICE_CERT_OU = 'vigil-services'
+
+/** The verified client certificate of a call over mTLS, if any (set by the kit's server). */
+export interface Peer {
+  commonName: string
+  organizationalUnit: string
+}
+export const peerKey = createContextKey<Peer | undefined>(undefined, { description: 'verified TLS client' })
 
 export interface AuthConfig {
   jwksUrl: string
@@ -104,6 +118,9 @@ export function userAuthentication(
     const rule = policy[req.service.typeName]
     if (!rule) return next(req)
     const needed = rule.methods?.[req.method.name] ?? rule.default
+    // A service's verified certificate opens what service tokens open, nothing else.
+    if (needed === SERVICE_ROLE && req.contextValues.get(peerKey)?.organizationalUnit === SERVICE_CERT_OU)
+      return next(req)
     const caller = await verify(req.header.get('authorization'), config, keys)
     if (!grants(caller.roles, needed))
       throw new ConnectError(

@@ -9,6 +9,8 @@ export interface CertificatePair {
 
 export interface IssueOptions {
   commonName: string
+  /** The subject's organizational unit: `vigil certs` marks services' certificates (SERVICE_CERT_OU). */
+  organizationalUnit?: string
   /** DNS names for the subjectAltName (servers). */
   dnsNames?: string[]
   /** IP addresses for the subjectAltName (servers). */
@@ -71,7 +73,10 @@ export function issueCertificate(ca: CertificatePair, opts: IssueOptions): Certi
   const caKey = forge.pki.privateKeyFromPem(ca.key)
   const { publicKey, keyPem } = newKeys()
   const cert = baseCertificate(publicKey, opts.days ?? 365)
-  cert.setSubject([{ name: 'commonName', value: opts.commonName }])
+  cert.setSubject([
+    { name: 'commonName', value: opts.commonName },
+    ...(opts.organizationalUnit ? [{ name: 'organizationalUnitName', value: opts.organizationalUnit }] : []),
+  ])
   cert.setIssuer(caCert.subject.attributes)
   const usage = opts.usage ?? ['server', 'client']
   const altNames = [

@@ -128,8 +128,13 @@ export class EnvReader {
 export interface TlsConfig {
   cert: Buffer
   key: Buffer
-  /** When set, clients must present a certificate signed by this CA (mTLS). */
+  /**
+   * When set, clients are asked for a certificate signed by this CA (mTLS), and outbound calls
+   * trust it and present `cert`.
+   */
   ca?: Buffer
+  /** With `ca`: `require` refuses clients without a valid certificate; `optional` (browsers and services on one port) refuses only invalid ones. */
+  clientAuth?: 'require' | 'optional'
 }
 
 /** What every Vigil process reads: where to listen, how to log, where the bus and the store are. */
@@ -195,7 +200,8 @@ export function readCommonConfig(r: EnvReader, service: ServiceName, defaultPort
   if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(config.clickhouseDatabase)) {
     r.problem(`VIGIL_CLICKHOUSE_DATABASE: must be a plain identifier, got "${config.clickhouseDatabase}"`)
   }
-  if (cert && key) config.tls = ca ? { cert, key, ca } : { cert, key }
+  const clientAuth = r.oneOf('VIGIL_TLS_CLIENT_AUTH', ['require', 'optional'] as const, 'require')
+  if (cert && key) config.tls = ca ? { cert, key, ca, clientAuth } : { cert, key }
   else if (ca) r.problem('VIGIL_TLS_CA: needs VIGIL_TLS_CERT and VIGIL_TLS_KEY as well')
   return config
 }

@@ -6,7 +6,7 @@ import { readFileSync, statSync } from 'node:fs'
 import { resolve } from 'node:path'
 import type { Interceptor } from '@connectrpc/connect'
 import { SERVICE_ROLE } from './auth.js'
-import type { EnvReader } from './config.js'
+import type { EnvReader, TlsConfig } from './config.js'
 import { DevKey } from './dev-issuer.js'
 
 /** The token to send now, or undefined to send none. */
@@ -72,4 +72,15 @@ export function bearer(source: TokenSource | undefined): Interceptor[] {
       return next(req)
     },
   ]
+}
+
+/**
+ * TLS options for a process's own calls to other services: trust VIGIL_TLS_CA and present the
+ * process's certificate (VIGIL_TLS_CERT/KEY), which `vigil certs` issues for server and client use.
+ * Undefined without a CA: system trust, no client certificate.
+ */
+export function outboundTls(
+  tls: TlsConfig | undefined,
+): { ca: Buffer; cert: Buffer; key: Buffer } | undefined {
+  return tls?.ca ? { ca: tls.ca, cert: tls.cert, key: tls.key } : undefined
 }

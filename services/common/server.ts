@@ -1,6 +1,7 @@
 import http, { type IncomingMessage, type ServerResponse } from 'node:http'
 import http2, { type Http2ServerRequest, type Http2ServerResponse, type Http2Session } from 'node:http2'
 import net, { type AddressInfo, type Socket } from 'node:net'
+import { TLSSocket } from 'node:tls'
 import type { DescService } from '@bufbuild/protobuf'
 import {
   type ConnectRouter,
@@ -10,6 +11,7 @@ import {
   type Interceptor,
 } from '@connectrpc/connect'
 import { connectNodeAdapter } from '@connectrpc/connect-node'
+import { type Peer, peerKey } from './auth.js'
 import type { CommonConfig } from './config.js'
 import { HealthState, healthRoutes } from './health.js'
 import { standardInterceptors } from './interceptors.js'
@@ -81,7 +83,8 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
       reflectionRoutes(services)(router)
     },
     interceptors: standardInterceptors({ log, metrics, authenticate: opts.authenticate }),
-    contextValues: () => createContextValues().set(drainSignalKey, drain.signal),
+    contextValues: (req) =>
+      createContextValues().set(drainSignalKey, drain.signal).set(peerKey, verifiedPeer(req)),
     shutdownSignal: hardStop.signal,
     readMaxBytes: opts.readMaxBytes ?? 8 * 1024 * 1024,
     jsonOptions: { ignoreUnknownFields: false },
@@ -158,13 +161,21 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
       {
         cert: config.tls.cert,
         key: config.tls.key,
-        ...(config.tls.ca ? { ca: config.tls.ca, requestCert: true, rejectUnauthorized: true } : {}),
+        ...(config.tls.ca
+          ? { ca: config.tls.ca, requestCert: true, rejectUnauthorized: config.tls.clientAuth !== 'optional' }
+          : {}),
         allowHTTP1: true,
       },
       handler,
     )
     secure.on('session', trackSession)
-    secure.on('secureConnection', (socket: Socket) => {
+    secure.on('secureConnection', (socket: TLSSocket) => {
+      // Optional client certificates: none is fine, a wrong one is refused all the same.
+      if (!socket.authorized && Object.keys(socket.getPeerCertificate() ?? {}).length > 0) {
+        log.debug({ err: socket.authorizationError?.message }, 'client certificate refused')
+        socket.destroy()
+        return
+      }
       sockets.add(socket)
       socket.once('close', () => sockets.delete(socket))
     })
@@ -249,6 +260,16 @@ function sniff(socket: Socket, h1: http.Server, h2: http2.Http2Server): void {
   socket.on('data', onData)
   socket.on('error', onError)
   socket.setTimeout(SNIFF_TIMEOUT_MS, () => socket.destroy())
+}
+
+/** The client certificate of a request's TLS connection, when the server verified it. */
+function verifiedPeer(req: Request): Peer | undefined {
+  const socket = 'stream' in req && req.stream ? req.stream.session?.socket : req.socket
+  if (!(socket instanceof TLSSocket) || !socket.authorized) return undefined
+  const subject = socket.getPeerCertificate()?.subject
+  if (!subject?.CN) return undefined
+  const first = (v: string | string[] | undefined) => (Array.isArray(v) ? v[0] : v) ?? ''
+  return { commonName: first(subject.CN), organizationalUnit: first(subject.OU) }
 }
 
 function text(res: Response, status: number, body: string): void {

@@ -5,11 +5,12 @@ import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import tls from 'node:tls'
 import { promisify } from 'node:util'
-import { ConnectError, createClient } from '@connectrpc/connect'
+import { Code, ConnectError, createClient } from '@connectrpc/connect'
 import { createConnectTransport, createGrpcTransport } from '@connectrpc/connect-node'
 import { EchoService } from '../../gen/vigil/kit/v1/kit_pb.js'
 import { dynamicClient, grpc, PROTO, unary } from '../../test/fixtures/grpc.js'
 import { tempDir } from '../../test/fixtures/process.js'
+import { SERVICE_CERT_OU, SERVICE_ROLE, userAuthentication } from './auth.js'
 import { type CertificatePair, createCertificateAuthority, issueCertificate } from './certs.js'
 import { echoRoutes } from './echo.js'
 import { createLogger } from './log.js'
@@ -152,6 +153,83 @@ describe('kit server with mutual TLS', () => {
     // A raw TLS client that sends a plain request gets no answer: the server drops the connection.
     assert.equal(await rawRequest(server.port, strangerCert), 'refused')
     assert.equal(await rawRequest(server.port, clientCert), 'answered')
+  })
+})
+
+describe('kit server with optional client certificates: a service certificate is a service credential', () => {
+  let server: RunningServer
+  let serviceCert: CertificatePair
+  let deviceCert: CertificatePair
+  before(async () => {
+    serviceCert = issueCertificate(ca, {
+      commonName: 'ingest',
+      organizationalUnit: SERVICE_CERT_OU,
+      usage: ['client'],
+    })
+    deviceCert = issueCertificate(ca, {
+      commonName: 'ingest',
+      organizationalUnit: 'vigil-devices',
+      usage: ['client'],
+    })
+    const auth = {
+      jwksUrl: 'http://127.0.0.1:9/unused',
+      issuer: 'https://issuer.test',
+      audience: 'vigil',
+      rolesClaim: 'roles',
+      clockSkewSeconds: 0,
+      userRatePerSec: 0,
+      userBurst: 1,
+      userStreams: 1,
+    }
+    server = await startServer({
+      config: {
+        ...base,
+        tls: {
+          cert: Buffer.from(serverCert.cert),
+          key: Buffer.from(serverCert.key),
+          ca: Buffer.from(ca.cert),
+          clientAuth: 'optional',
+        },
+      },
+      log,
+      metrics: new Metrics('cli'),
+      routes: echoRoutes,
+      authenticate: userAuthentication(auth, { 'vigil.kit.v1.EchoService': { default: SERVICE_ROLE } }),
+    })
+  })
+  after(() => server.close())
+
+  const call = (client?: CertificatePair) =>
+    createClient(
+      EchoService,
+      createConnectTransport({
+        baseUrl: server.url,
+        httpVersion: '2',
+        nodeOptions: { ca: ca.cert, ...(client ? { cert: client.cert, key: client.key } : {}) },
+      }),
+    )
+      .echo({ message: 'm' })
+      .catch((e: unknown) => ConnectError.from(e))
+
+  it("opens service RPCs to a service's certificate, without a token", async () => {
+    const res = await call(serviceCert)
+    assert.ok(!(res instanceof ConnectError), String(res))
+    assert.equal(res.message, 'm')
+  })
+
+  it("asks a device's certificate (same CA) and no certificate for a token", async () => {
+    for (const client of [deviceCert, undefined]) {
+      const err = await call(client)
+      assert.ok(err instanceof ConnectError)
+      assert.equal(err.code, Code.Unauthenticated, err.message)
+    }
+  })
+
+  it('refuses a certificate from another CA, though certificates are optional', async () => {
+    const err = await call(strangerCert)
+    assert.ok(err instanceof ConnectError)
+    assert.notEqual(err.code, Code.Unauthenticated, 'refused at the connection, before any RPC')
+    assert.equal(await rawRequest(server.port, strangerCert), 'refused')
   })
 })
 

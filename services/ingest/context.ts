@@ -7,7 +7,7 @@ import type { Registry } from 'prom-client'
 import { InferenceService } from '../../gen/vigil/inference/v1/inference_pb.js'
 import { type Reading, ReadingSchema } from '../../gen/vigil/telemetry/v1/telemetry_pb.js'
 import type { ReadingBatcher } from '../common/batcher.js'
-import { bearer } from '../common/credentials.js'
+import { bearer, outboundTls } from '../common/credentials.js'
 import type { Logger } from '../common/log.js'
 import { rejectReasonToken } from '../common/nats.js'
 import { canonicalizeReading, type Refusal } from '../common/readings.js'
@@ -40,6 +40,7 @@ export function createIngestContext(
         createConnectTransport({
           baseUrl: parts.config.inferenceAddr,
           httpVersion: '2',
+          nodeOptions: outboundTls(parts.config.tls),
           // Outermost first: the breaker sees the outcome after the retry.
           interceptors: [
             circuitBreaker({ target: 'inference', registry: parts.registry }),
