@@ -59,6 +59,37 @@ export async function certs(argv: string[]): Promise<number> {
     return 2
   }
   const out = resolve(flags.out ?? join(dataDir, 'certs'))
+  const rows = issueCertificates(out, {
+    devices: flags.device ?? [],
+    hosts: flags.host ?? [],
+    days,
+    force: Boolean(flags.force),
+  })
+  const caFile = join(out, 'ca.pem')
+  const say = (line: string) => process.stdout.write(`${line}\n`)
+  printTable(
+    ['FILE', 'SUBJECT', 'STATE'],
+    rows.map((row) => [row.file, row.subject, row.state]),
+    say,
+  )
+  process.stdout.write(
+    '\nServe TLS with them, for example for the query service:\n' +
+      `  VIGIL_TLS_CERT=${join(out, 'query.pem')} VIGIL_TLS_KEY=${join(out, 'query-key.pem')} ` +
+      `VIGIL_TLS_CA=${caFile}   # the CA also makes clients show a certificate (mTLS)\n`,
+  )
+  return 0
+}
+
+/**
+ * Makes what is missing in `out`: the CA, a certificate per component (OU vigil-services: their
+ * mTLS identity) and per device (OU vigil-devices, CN = the id). Existing files are kept unless
+ * `force` (the CA always is). Returns what it did, a row per file.
+ */
+export function issueCertificates(
+  out: string,
+  opts: { devices?: string[]; hosts?: string[]; days?: number; force?: boolean } = {},
+): { file: string; subject: string; state: string }[] {
+  const days = opts.days ?? 365
   mkdirSync(join(out, 'devices'), { recursive: true })
   const rows: { file: string; subject: string; state: string }[] = []
 
@@ -73,41 +104,29 @@ export async function certs(argv: string[]): Promise<number> {
     write(caFile, caKeyFile, ca)
     rows.push({ file: caFile, subject: 'Vigil development CA', state: 'created' })
   }
-  const issue = (name: string, file: string, opts: Parameters<typeof issueCertificate>[1]) => {
+  const issue = (name: string, file: string, certOpts: Parameters<typeof issueCertificate>[1]) => {
     const keyFile = file.replace(/\.pem$/, '-key.pem')
-    if (!flags.force && existsSync(file) && existsSync(keyFile)) {
+    if (!opts.force && existsSync(file) && existsSync(keyFile)) {
       rows.push({ file, subject: name, state: 'kept' })
       return
     }
-    write(file, keyFile, issueCertificate(ca, { ...opts, days }))
+    write(file, keyFile, issueCertificate(ca, { ...certOpts, days }))
     rows.push({ file, subject: name, state: 'created' })
   }
   for (const component of COMPONENTS)
     issue(component, join(out, `${component}.pem`), {
       commonName: component,
       organizationalUnit: SERVICE_CERT_OU,
-      dnsNames: ['localhost', `vigil-${component}`, component, ...(flags.host ?? [])],
+      dnsNames: ['localhost', `vigil-${component}`, component, ...(opts.hosts ?? [])],
       ips: ['127.0.0.1', '::1'],
     })
-  for (const id of flags.device ?? [])
+  for (const id of opts.devices ?? [])
     issue(`device ${id}`, join(out, 'devices', `${id}.pem`), {
       commonName: id,
       organizationalUnit: 'vigil-devices',
       usage: ['client'],
     })
-
-  const say = (line: string) => process.stdout.write(`${line}\n`)
-  printTable(
-    ['FILE', 'SUBJECT', 'STATE'],
-    rows.map((row) => [row.file, row.subject, row.state]),
-    say,
-  )
-  process.stdout.write(
-    '\nServe TLS with them, for example for the query service:\n' +
-      `  VIGIL_TLS_CERT=${join(out, 'query.pem')} VIGIL_TLS_KEY=${join(out, 'query-key.pem')} ` +
-      `VIGIL_TLS_CA=${caFile}   # the CA also makes clients show a certificate (mTLS)\n`,
-  )
-  return 0
+  return rows
 }
 
 function write(certFile: string, keyFile: string, pair: CertificatePair): void {

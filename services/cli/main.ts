@@ -14,7 +14,7 @@ const HELP = `vigil — IoT telemetry and anomaly detection
 Usage: vigil <command> [options]
 
 Commands:
-  up [--simulate N | --no-simulate] [--port-offset N] [--no-auth]
+  up [--simulate N | --no-simulate] [--port-offset N] [--no-auth] [--tls]
                                       run the whole stack on this machine until Ctrl-C
   train [options]                     fit an anomaly model from stored telemetry or a file
   models list|show|promote|rollback   the model registry

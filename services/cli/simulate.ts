@@ -81,6 +81,8 @@ export async function simulate(argv: string[]): Promise<number> {
   const queryAddr = serviceAddress(r, 'query')
   const dataDir = resolve(r.string('VIGIL_DATA_DIR', '.vigil'))
   const registry = cliClient(r, DeviceService, queryAddr)
+  // mqtts:// with a private CA (vigil up --tls): the CA the broker's certificate is checked against.
+  const mqttCa = r.file('VIGIL_MQTT_CA')
   r.done()
   if (problems.length > 0) {
     process.stderr.write(`vigil simulate: ${problems.join('; ')}\n\n${SIMULATE_HELP}`)
@@ -111,6 +113,7 @@ export async function simulate(argv: string[]): Promise<number> {
         password,
         protocolVersion: 5,
         reconnectPeriod: 2_000,
+        ...(mqttCa ? { ca: mqttCa } : {}),
       })
       d.client.on('message', (_topic, payload) => {
         commands++

@@ -101,6 +101,7 @@ export async function train(argv: string[]): Promise<number> {
   const inferenceAddr = serviceAddress(r, 'inference')
   const natsUrl = r.url('VIGIL_NATS_URL', `nats://127.0.0.1:${DEFAULT_PORTS.nats}`, ['nats', 'tls']) as string
   const dataDir = resolve(r.string('VIGIL_DATA_DIR', '.vigil'))
+  const natsCa = r.file('VIGIL_NATS_CA')
   const query = cliClient(r, QueryService, queryAddr)
   const inference = cliClient(r, InferenceService, inferenceAddr)
   r.done()
@@ -170,7 +171,7 @@ export async function train(argv: string[]): Promise<number> {
   if (flags['no-store']) return 0
 
   const log = createLogger({ service: 'cli', logLevel: 'warn' })
-  const nc = await connectNats({ service: 'cli', natsUrl, ...cliBusCredentials(dataDir) }, log, {
+  const nc = await connectNats({ service: 'cli', natsUrl, natsCa, ...cliBusCredentials(dataDir) }, log, {
     waitMs: 5_000,
   })
   try {

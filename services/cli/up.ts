@@ -1,5 +1,7 @@
 import { randomBytes } from 'node:crypto'
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs'
+import http from 'node:http'
+import https from 'node:https'
 import { join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
@@ -17,6 +19,7 @@ import { createLogger } from '../common/log.js'
 import { mosquittoConfig } from '../common/mosquitto.js'
 import { connectNats, provisionBus } from '../common/nats.js'
 import { waitForPort } from '../common/net.js'
+import { issueCertificates } from './certs.js'
 import { ensurePortFree, ensureWritableDir, findExecutable, MissingPrerequisite } from './prerequisites.js'
 import { Supervised } from './supervisor.js'
 import { printTable } from './table.js'
@@ -81,6 +84,30 @@ export async function up(argv: string[]): Promise<number> {
   try {
     ensureWritableDir(dataDir)
     mkdirSync(logDir, { recursive: true })
+    // TLS everywhere (--tls): certificates from the development CA, made once in the data folder.
+    const certDir = join(dataDir, 'certs')
+    const tls = flags.tls
+      ? (() => {
+          issueCertificates(certDir)
+          const pem = (name: string) => ({
+            certFile: join(certDir, `${name}.pem`),
+            keyFile: join(certDir, `${name}-key.pem`),
+          })
+          return { ca: join(certDir, 'ca.pem'), pem }
+        })()
+      : undefined
+    const scheme = tls ? 'https' : 'http'
+    /** A service's TLS: its certificate, the CA it asks clients' (optional) certificates of, and trusts. */
+    const serviceTls = (name: string): Record<string, string> =>
+      tls
+        ? {
+            VIGIL_TLS_CERT: tls.pem(name).certFile,
+            VIGIL_TLS_KEY: tls.pem(name).keyFile,
+            VIGIL_TLS_CA: tls.ca,
+            VIGIL_TLS_CLIENT_AUTH: 'optional',
+          }
+        : {}
+    const busTls: Record<string, string> = tls ? { VIGIL_NATS_CA: tls.ca } : {}
 
     // NATS: ours unless one is configured.
     let busUrl = natsUrl
@@ -109,7 +136,13 @@ export async function up(argv: string[]): Promise<number> {
       const natsConf = join(store, 'nats.conf')
       writeFileSync(
         natsConf,
-        natsServerConfig({ host: '127.0.0.1', port: ports.nats, storeDir: store, passwords: busPasswords }),
+        natsServerConfig({
+          host: '127.0.0.1',
+          port: ports.nats,
+          storeDir: store,
+          passwords: busPasswords,
+          tls: tls?.pem('nats'),
+        }),
         { mode: 0o600 },
       )
       const nats = new Supervised(
@@ -119,11 +152,11 @@ export async function up(argv: string[]): Promise<number> {
       nats.start()
       children.push(nats)
       await waitForPort(ports.nats, { timeoutMs: 15_000, alive: () => nats.running })
-      busUrl = `nats://127.0.0.1:${ports.nats}`
+      busUrl = `${tls ? 'tls' : 'nats'}://127.0.0.1:${ports.nats}`
       rows.push({
         component: 'nats-server',
         address: busUrl,
-        state: `started with a user per service (JetStream data in ${store})`,
+        state: `started with a user per service${tls ? ', TLS only' : ''} (JetStream data in ${store})`,
       })
     } else {
       rows.push({ component: 'nats', address: busUrl, state: 'configured (VIGIL_NATS_URL)' })
@@ -132,6 +165,7 @@ export async function up(argv: string[]): Promise<number> {
       {
         service: 'cli',
         natsUrl: busUrl,
+        natsCa: tls ? readFileSync(tls.ca) : undefined,
         ...(busPasswords ? { natsUser: 'admin', natsPassword: busPasswords.admin } : {}),
       },
       log,
@@ -157,7 +191,7 @@ export async function up(argv: string[]): Promise<number> {
       issuer = await startDevIssuer({
         dataDir,
         port: ports.issuer,
-        dashboardUrl: `http://127.0.0.1:${ports.query}/`,
+        dashboardUrl: `${scheme}://127.0.0.1:${ports.query}/`,
       })
       const devIssuer = issuer
       Object.assign(authEnv, {
@@ -180,20 +214,28 @@ export async function up(argv: string[]): Promise<number> {
       rows.push({ component: 'auth', address: '-', state: 'off (--no-auth): every RPC is open' })
     }
 
-    const brokerUrl = mqttUrl ?? `mqtt://127.0.0.1:${ports.mqtt}`
+    const brokerUrl = mqttUrl ?? (tls ? `mqtts://localhost:${ports.mqtts}` : `mqtt://127.0.0.1:${ports.mqtt}`)
+    if (tls && !mqttUrl) brokerEnv.VIGIL_MQTT_CA = tls.ca
     // Where the services find each other.
     const wiring = {
       VIGIL_NATS_URL: busUrl,
       VIGIL_MQTT_URL: brokerUrl,
       VIGIL_DATA_DIR: dataDir,
-      VIGIL_QUERY_ADDR: `http://127.0.0.1:${ports.query}`,
-      VIGIL_INFERENCE_ADDR: `http://127.0.0.1:${ports.inference}`,
+      VIGIL_QUERY_ADDR: `${scheme}://127.0.0.1:${ports.query}`,
+      VIGIL_INFERENCE_ADDR: `${scheme}://127.0.0.1:${ports.inference}`,
+      ...busTls,
     }
     // MQTT: mosquitto from PATH, else the embedded broker, unless a broker is configured.
     if (!mqttUrl) {
       const binary = findExecutable('mosquitto')
+      if (tls && !binary)
+        throw new MissingPrerequisite(
+          '--tls needs mosquitto (the embedded broker has no TLS)',
+          'install it (sudo apt-get install mosquitto) or set VIGIL_MQTT_URL to a broker with TLS',
+        )
+      const mqttPort = tls ? ports.mqtts : ports.mqtt
       await ensurePortFree(
-        ports.mqtt,
+        mqttPort,
         '127.0.0.1',
         'the MQTT broker',
         `set VIGIL_MQTT_URL to use a running broker, ${moveAll}`,
@@ -218,7 +260,15 @@ export async function up(argv: string[]): Promise<number> {
             VIGIL_MQTT_PASSWORD: bridgeAccount.password,
           })
         }
-        writeFileSync(file, mosquittoConfig({ port: ports.mqtt, dataDir: dir, dynsec }))
+        writeFileSync(
+          file,
+          mosquittoConfig({
+            port: mqttPort,
+            dataDir: dir,
+            dynsec,
+            tls: tls ? { ...tls.pem('mosquitto'), caFile: tls.ca } : undefined,
+          }),
+        )
         broker = new Supervised({ name: 'mosquitto', command: binary, args: ['-c', file], logDir }, say)
         state = dynsec
           ? 'started mosquitto with per-device accounts (add one: vigil devices add ID)'
@@ -252,7 +302,7 @@ export async function up(argv: string[]): Promise<number> {
       }
       broker.start()
       children.push(broker)
-      await waitForPort(ports.mqtt, { timeoutMs: 15_000, alive: () => broker.running })
+      await waitForPort(mqttPort, { timeoutMs: 15_000, alive: () => broker.running })
       rows.push({ component: 'mqtt', address: brokerUrl, state })
     } else {
       rows.push({ component: 'mqtt', address: mqttUrl, state: 'configured (VIGIL_MQTT_URL)' })
@@ -291,6 +341,7 @@ export async function up(argv: string[]): Promise<number> {
             ...brokerEnv,
             ...wiring,
             ...authEnv,
+            ...serviceTls(service.name),
             ...tokenEnv[service.name as TokenHolder],
             ...busUser(service.name),
             VIGIL_PORT: String(port),
@@ -301,7 +352,7 @@ export async function up(argv: string[]): Promise<number> {
       )
       child.start()
       children.push(child)
-      const row = { component: service.name, address: `http://127.0.0.1:${port}`, state: 'starting' }
+      const row = { component: service.name, address: `${scheme}://127.0.0.1:${port}`, state: 'starting' }
       rows.push(row)
       starting.push({ row, child })
     }
@@ -310,7 +361,7 @@ export async function up(argv: string[]): Promise<number> {
       say(`waiting for ${starting.map((s) => s.row.component).join(', ')} to be ready …`)
     await Promise.all(
       starting.map(async ({ row, child }) => {
-        row.state = (await waitReady(`${row.address}/readyz`, 90_000))
+        row.state = (await waitReady(`${row.address}/readyz`, 90_000, tls?.ca))
           ? 'ready'
           : `not ready after 90 s (see ${child.logFile})`
       }),
@@ -318,9 +369,9 @@ export async function up(argv: string[]): Promise<number> {
     const dashboardBuilt = existsSync(join(repoRoot, 'dist', 'dashboard', 'index.html'))
     rows.push({
       component: 'dashboard',
-      address: `http://127.0.0.1:${ports.query}/`,
+      address: `${scheme}://127.0.0.1:${ports.query}/`,
       state: dashboardBuilt
-        ? 'served by query — open it in a browser'
+        ? `served by query — open it in a browser${tls ? ` that trusts ${tls.ca}` : ''}`
         : 'not built: run "npm run build" (npm start does)',
     })
     if (flags.simulate > 0) {
@@ -330,7 +381,12 @@ export async function up(argv: string[]): Promise<number> {
           name: 'simulator',
           command: process.execPath,
           args: [...entryOf('services/cli/main'), 'simulate', '--devices', String(flags.simulate)],
-          env: { ...process.env, ...wiring, ...tokenEnv.simulator },
+          env: {
+            ...process.env,
+            ...wiring,
+            ...tokenEnv.simulator,
+            ...(tls ? { VIGIL_TLS_CA: tls.ca, VIGIL_MQTT_CA: tls.ca } : {}),
+          },
           logDir,
         },
         say,
@@ -356,6 +412,11 @@ export async function up(argv: string[]): Promise<number> {
         `Sign in to the dashboard at ${issuer.signInUrl} (development issuer: any name, the role you pick). ` +
           'The CLI on this machine signs its own calls with its key in the data folder.',
       )
+    say(
+      tls
+        ? `TLS is on everywhere (certificates in ${certDir}); the CLI needs VIGIL_QUERY_ADDR=${wiring.VIGIL_QUERY_ADDR} VIGIL_INFERENCE_ADDR=${wiring.VIGIL_INFERENCE_ADDR} VIGIL_TLS_CA=${tls.ca} VIGIL_NATS_URL=${busUrl} VIGIL_NATS_CA=${tls.ca}.`
+        : 'TLS is off: "vigil up --tls" (npm start -- --tls) runs every listener with TLS, certificates from a development CA.',
+    )
     say(`Logs: ${logDir}. Data: ${dataDir}. Press Ctrl-C to stop.`)
     await new Promise<void>((resolveStop) => {
       process.once('SIGINT', resolveStop)
@@ -426,19 +487,34 @@ function serviceEntry(name: string): string[] | undefined {
     : undefined
 }
 
-/** Polls a readiness URL until it answers 200 or the time is up. */
-async function waitReady(url: string, timeoutMs: number): Promise<boolean> {
+/** Polls a readiness URL until it answers 200 or the time is up; https URLs are checked against `caFile`. */
+async function waitReady(url: string, timeoutMs: number, caFile?: string): Promise<boolean> {
+  const ca = caFile ? readFileSync(caFile) : undefined
+  const status = (): Promise<number | undefined> =>
+    new Promise((resolveStatus) => {
+      const req = (url.startsWith('https:') ? https : http).get(url, { ca, timeout: 5_000 }, (res) => {
+        res.resume()
+        resolveStatus(res.statusCode)
+      })
+      req.on('error', () => resolveStatus(undefined))
+      req.on('timeout', () => req.destroy())
+    })
   const deadline = Date.now() + timeoutMs
   while (Date.now() < deadline) {
-    const res = await fetch(url).catch(() => undefined)
-    if (res?.status === 200) return true
+    if ((await status()) === 200) return true
     await new Promise((r) => setTimeout(r, 250))
   }
   return false
 }
 
-function parseFlags(argv: string[]): { simulate: number; portOffset: number; auth: boolean } {
-  let values: { simulate?: string; 'no-simulate'?: boolean; 'port-offset'?: string; 'no-auth'?: boolean }
+function parseFlags(argv: string[]): { simulate: number; portOffset: number; auth: boolean; tls: boolean } {
+  let values: {
+    simulate?: string
+    'no-simulate'?: boolean
+    'port-offset'?: string
+    'no-auth'?: boolean
+    tls?: boolean
+  }
   try {
     ;({ values } = parseArgs({
       args: argv,
@@ -447,6 +523,7 @@ function parseFlags(argv: string[]): { simulate: number; portOffset: number; aut
         'no-simulate': { type: 'boolean' },
         'port-offset': { type: 'string' },
         'no-auth': { type: 'boolean' },
+        tls: { type: 'boolean' },
       },
     }))
   } catch (err) {
@@ -462,5 +539,5 @@ function parseFlags(argv: string[]): { simulate: number; portOffset: number; aut
       `--port-offset wants a whole number from 0 to ${65535 - highest}`,
       'e.g. --port-offset 10000 (query on 18080, MQTT on 11883, …)',
     )
-  return { simulate, portOffset, auth: !values['no-auth'] }
+  return { simulate, portOffset, auth: !values['no-auth'], tls: Boolean(values.tls) }
 }

@@ -83,6 +83,8 @@ export function natsServerConfig(opts: {
   storeDir: string
   passwords?: Record<BusUser, string>
   monitorPort?: number
+  /** Clients must speak TLS (they authenticate with their passwords over it). */
+  tls?: { certFile: string; keyFile: string }
 }): string {
   const list = (subjects: string[]) => `[${subjects.map((s) => JSON.stringify(s)).join(', ')}]`
   const users = BUS_USERS.map((user) => {
@@ -98,6 +100,11 @@ export function natsServerConfig(opts: {
     `port: ${opts.port}`,
     ...(opts.monitorPort ? [`http_port: ${opts.monitorPort}`] : []),
     `jetstream { store_dir: ${JSON.stringify(opts.storeDir)} }`,
+    ...(opts.tls
+      ? [
+          `tls { cert_file: ${JSON.stringify(opts.tls.certFile)}, key_file: ${JSON.stringify(opts.tls.keyFile)}, timeout: 2 }`,
+        ]
+      : []),
     'authorization {',
     '  users: [',
     users.join(',\n'),

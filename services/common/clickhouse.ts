@@ -30,7 +30,8 @@ export async function openClickHouse(
   config: Pick<
     CommonConfig,
     'clickhouseUrl' | 'clickhouseUser' | 'clickhousePassword' | 'clickhouseDatabase' | 'dataDir'
-  >,
+  > &
+    Partial<Pick<CommonConfig, 'clickhouseCa'>>,
   log: Logger,
   opts: { readOnly?: boolean } = {},
 ): Promise<ClickHouse> {
@@ -44,6 +45,7 @@ export async function openClickHouse(
       username: config.clickhouseUser,
       password: config.clickhousePassword,
       request_timeout: 60_000,
+      ...(config.clickhouseCa ? { tls: { ca_cert: config.clickhouseCa } } : {}),
       clickhouse_settings: { date_time_input_format: 'best_effort' },
     })
   } else {

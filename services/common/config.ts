@@ -149,6 +149,10 @@ export interface CommonConfig {
   natsUser?: string
   natsPassword?: string
   natsToken?: string
+  /** The CA a nats-server with TLS is checked against (VIGIL_NATS_CA). */
+  natsCa?: Buffer
+  /** The CA a ClickHouse server over https is checked against (VIGIL_CLICKHOUSE_CA). */
+  clickhouseCa?: Buffer
   clickhouseUrl?: string
   clickhouseUser: string
   clickhousePassword: string
@@ -188,6 +192,8 @@ export function readCommonConfig(r: EnvReader, service: ServiceName, defaultPort
     natsUser: r.optionalString('VIGIL_NATS_USER'),
     natsPassword: r.optionalString('VIGIL_NATS_PASSWORD'),
     natsToken: r.optionalString('VIGIL_NATS_TOKEN'),
+    natsCa: r.file('VIGIL_NATS_CA'),
+    clickhouseCa: r.file('VIGIL_CLICKHOUSE_CA'),
     clickhouseUrl: r.url('VIGIL_CLICKHOUSE_URL', undefined, ['http', 'https']),
     clickhouseUser: r.string('VIGIL_CLICKHOUSE_USER', 'default'),
     clickhousePassword: r.string('VIGIL_CLICKHOUSE_PASSWORD', ''),

@@ -10,6 +10,8 @@ export interface MosquittoOptions {
    * initialDynsecConfig when it does not exist yet; the plugin keeps it up to date afterwards).
    */
   dynsec?: { pluginPath: string; configFile: string }
+  /** The listener speaks TLS only (MQTT over TLS, 8883 by convention); devices keep their passwords. */
+  tls?: { certFile: string; keyFile: string; caFile: string }
 }
 
 /**
@@ -21,6 +23,15 @@ export function mosquittoConfig(opts: MosquittoOptions): string {
   const lines = [
     'per_listener_settings false',
     `listener ${opts.port} ${opts.host ?? '127.0.0.1'}`,
+    ...(opts.tls
+      ? [
+          `certfile ${opts.tls.certFile}`,
+          `keyfile ${opts.tls.keyFile}`,
+          `cafile ${opts.tls.caFile}`,
+          'tls_version tlsv1.2',
+          'require_certificate false',
+        ]
+      : []),
     ...(opts.dynsec
       ? [
           'allow_anonymous false',

@@ -90,7 +90,7 @@ export class NatsUnreachableError extends Error {
  * the client reconnects forever by itself; status changes are logged.
  */
 export async function connectNats(
-  config: Pick<CommonConfig, 'service' | 'natsUrl' | 'natsUser' | 'natsPassword' | 'natsToken'>,
+  config: Pick<CommonConfig, 'service' | 'natsUrl' | 'natsUser' | 'natsPassword' | 'natsToken' | 'natsCa'>,
   log: Logger,
   opts: { signal?: AbortSignal; waitMs?: number } = {},
 ): Promise<NatsConnection> {
@@ -104,6 +104,8 @@ export async function connectNats(
         user: config.natsUser,
         pass: config.natsPassword,
         token: config.natsToken,
+        // A private CA for a nats-server with TLS (tls:// URLs); else the system's.
+        ...(config.natsCa ? { tls: { ca: config.natsCa.toString() } } : {}),
         maxReconnectAttempts: -1,
         reconnectTimeWait: 500,
         timeout: 5_000,
