@@ -97,7 +97,7 @@ function knownVariables(): Set<string> {
 interface Container {
   name: string
   ports: { containerPort: number }[]
-  env?: { name: string; value?: string }[]
+  env?: { name: string; value?: string; valueFrom?: { secretKeyRef?: { name: string; key: string } } }[]
   readinessProbe: { grpc: { port: number } }
   livenessProbe: { httpGet: { port: number } }
   securityContext: { readOnlyRootFilesystem: boolean; allowPrivilegeEscalation: boolean }
@@ -141,6 +141,21 @@ describe('deploy/k8s: kustomize base and overlays', () => {
         assert.equal(c.env?.find((e) => e.name === 'VIGIL_PORT')?.value, String(port))
         for (const e of c.env ?? [])
           assert.ok(known.has(e.name), `${component}: ${e.name} is read by no service`)
+        // Its own bus user, the password from the Secret; a key the Secret lacks fails here.
+        const env = new Map((c.env ?? []).map((e) => [e.name, e]))
+        assert.equal(env.get('VIGIL_NATS_USER')?.value, component, `${component} is its own NATS user`)
+        assert.equal(
+          env.get('VIGIL_NATS_PASSWORD')?.valueFrom?.secretKeyRef?.key,
+          `nats-password-${component}`,
+        )
+        const secret = objs.find((o) => o.kind === 'Secret') as unknown as {
+          stringData: Record<string, string>
+        }
+        for (const e of c.env ?? []) {
+          const key = e.valueFrom?.secretKeyRef?.key
+          if (key) assert.ok(key in secret.stringData, `${component}: secret key ${key} is defined`)
+        }
+        if (component === 'query') assert.equal(env.get('VIGIL_CLICKHOUSE_READ_USER')?.value, 'vigil_reader')
         assert.equal(pod.securityContext.runAsNonRoot, true)
         assert.equal(c.securityContext.readOnlyRootFilesystem, true)
         assert.equal(c.securityContext.allowPrivilegeEscalation, false)
