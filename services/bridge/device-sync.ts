@@ -47,11 +47,11 @@ export async function runDeviceSync(opts: {
     try {
       const device = record?.device
       if (!device) {
-        await dynsec.disableClient(deviceId)
+        await dynsec.revokeDevice(deviceId)
         return
       }
       if (device.status === DeviceStatus.REVOKED) {
-        await dynsec.disableClient(deviceId)
+        await dynsec.revokeDevice(deviceId)
         log.info({ device: deviceId }, 'device revoked: disabled on the broker')
         return
       }

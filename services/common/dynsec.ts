@@ -194,7 +194,27 @@ export class DynsecClient {
     } catch (err) {
       if (!(err instanceof DynsecError) || !/already exists/i.test(err.message)) throw err
       await this.command('setClientPassword', { username: deviceId, password })
+      // Its role back (a revocation took it). mosquitto answers "Internal error" to adding a role the
+      // client has, and nothing to removing one it lacks: remove, then add.
+      const role = { username: deviceId, rolename: deviceRole(deviceId) }
+      await this.command('removeClientRole', role)
+      await this.command('addClientRole', role)
       await this.command('enableClient', { username: deviceId })
+    }
+  }
+
+  /**
+   * A revoked device: its client disabled (disconnected, its password refused) and its role taken
+   * away. The role matters for devices that present a certificate instead of a password
+   * (`use_identity_as_username`): mosquitto does not ask the plugin about their login, only about
+   * their topics, so without the role a revoked certificate may connect but do nothing.
+   */
+  async revokeDevice(deviceId: string): Promise<void> {
+    await this.disableClient(deviceId)
+    try {
+      await this.command('removeClientRole', { username: deviceId, rolename: deviceRole(deviceId) })
+    } catch (err) {
+      if (!(err instanceof DynsecError) || !/not found|not have/i.test(err.message)) throw err
     }
   }
 
