@@ -105,15 +105,14 @@ describe('deploy/: Prometheus, Grafana, compose and the Dockerfile', () => {
       assert.ok(m, `${name} is defined`)
       return m[1] as string
     }
+    const grants = (xml: string) => [...xml.matchAll(/<query>(.*?)<\/query>/g)].map((g) => g[1])
     const writer = user('vigil_writer')
     assert.match(writer, /from_env="VIGIL_CLICKHOUSE_WRITER_PASSWORD"/)
-    for (const grant of writer.matchAll(/<query>(.*?)<\/query>/g))
-      assert.match(
-        grant[1] as string,
-        / ON vigil\.\*$/,
-        `writer grants stay on the vigil database: ${grant[1]}`,
-      )
-    assert.doesNotMatch(writer, /ALL|ACCESS MANAGEMENT|DROP|SYSTEM/)
+    assert.deepEqual(grants(writer), ['GRANT INSERT ON vigil.*'], 'the writer may insert, nothing else')
+    const schema = user('vigil_schema')
+    for (const grant of grants(schema))
+      assert.match(grant as string, / ON vigil\.\*$/, `schema grants stay on the vigil database: ${grant}`)
+    assert.doesNotMatch(schema, /ALL|ACCESS MANAGEMENT|DROP|SYSTEM/)
     const reader = user('vigil_reader')
     assert.match(reader, /<profile>vigil_reader<\/profile>/)
     assert.deepEqual(
@@ -130,6 +129,7 @@ describe('deploy/: Prometheus, Grafana, compose and the Dockerfile', () => {
     }
     assert.ok(compose.services.clickhouse?.volumes?.some((v) => v.startsWith('./clickhouse/users.xml:')))
     assert.equal(compose.services.store?.environment?.VIGIL_CLICKHOUSE_USER, 'vigil_writer')
+    assert.equal(compose.services.store?.environment?.VIGIL_CLICKHOUSE_SCHEMA_USER, 'vigil_schema')
     assert.equal(compose.services.query?.environment?.VIGIL_CLICKHOUSE_READ_USER, 'vigil_reader')
   })
 

@@ -33,7 +33,8 @@ export async function openClickHouse(
   > &
     Partial<Pick<CommonConfig, 'clickhouseCa'>>,
   log: Logger,
-  opts: { readOnly?: boolean } = {},
+  /** `createDatabase: false` for users that may not create it (the reader, an insert-only writer). */
+  opts: { createDatabase?: boolean } = {},
 ): Promise<ClickHouse> {
   const database = config.clickhouseDatabase
   let client: ClickHouseClient
@@ -65,7 +66,8 @@ export async function openClickHouse(
     throw new Error(`cannot reach ClickHouse at ${where}: ${(ping as { error?: Error }).error?.message}`)
   }
   // A read-only user cannot create anything; the writer's connection made the database.
-  if (!opts.readOnly) await client.command({ query: `CREATE DATABASE IF NOT EXISTS ${quoteIdent(database)}` })
+  if (opts.createDatabase !== false)
+    await client.command({ query: `CREATE DATABASE IF NOT EXISTS ${quoteIdent(database)}` })
   log.info(
     {
       mode,

@@ -78,5 +78,18 @@ describe('common config', () => {
       () => read({ VIGIL_TLS_CA: '/etc/hosts' }),
       /VIGIL_TLS_CA: needs VIGIL_TLS_CERT and VIGIL_TLS_KEY/,
     )
+    assert.throws(() => read({ VIGIL_TLS_CLIENT_AUTH: 'maybe' }), /VIGIL_TLS_CLIENT_AUTH/)
+  })
+
+  it('refuses ClickHouse users where there are none (embedded ClickHouse)', () => {
+    assert.throws(() => read({ VIGIL_CLICKHOUSE_SCHEMA_USER: 'vigil_schema' }), /needs VIGIL_CLICKHOUSE_URL/)
+    const server = read({
+      VIGIL_CLICKHOUSE_URL: 'https://ch.example:8443',
+      VIGIL_CLICKHOUSE_SCHEMA_USER: 'vigil_schema',
+      VIGIL_CLICKHOUSE_CA: '/etc/hosts',
+      VIGIL_NATS_CA: '/etc/hosts',
+    })
+    assert.equal(server.clickhouseSchemaUser, 'vigil_schema')
+    assert.ok(server.clickhouseCa && server.natsCa, 'the CAs are read')
   })
 })

@@ -157,6 +157,9 @@ export interface CommonConfig {
   clickhouseUser: string
   clickhousePassword: string
   clickhouseDatabase: string
+  /** A ClickHouse user for migrations and retention (server mode); the writer then needs INSERT only. */
+  clickhouseSchemaUser?: string
+  clickhouseSchemaPassword: string
   dataDir: string
   partitions: number
   shutdownTimeoutMs: number
@@ -198,11 +201,15 @@ export function readCommonConfig(r: EnvReader, service: ServiceName, defaultPort
     clickhouseUser: r.string('VIGIL_CLICKHOUSE_USER', 'default'),
     clickhousePassword: r.string('VIGIL_CLICKHOUSE_PASSWORD', ''),
     clickhouseDatabase: r.string('VIGIL_CLICKHOUSE_DATABASE', 'vigil'),
+    clickhouseSchemaUser: r.optionalString('VIGIL_CLICKHOUSE_SCHEMA_USER'),
+    clickhouseSchemaPassword: r.string('VIGIL_CLICKHOUSE_SCHEMA_PASSWORD', ''),
     dataDir: resolve(r.string('VIGIL_DATA_DIR', '.vigil')),
     partitions: r.int('VIGIL_PARTITIONS', 16, 1, 1024),
     shutdownTimeoutMs: r.int('VIGIL_SHUTDOWN_TIMEOUT_MS', 15_000, 100, 600_000),
     auth: readAuthConfig(r),
   }
+  if (config.clickhouseSchemaUser && !config.clickhouseUrl)
+    r.problem('VIGIL_CLICKHOUSE_SCHEMA_USER: needs VIGIL_CLICKHOUSE_URL (embedded ClickHouse has no users)')
   if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(config.clickhouseDatabase)) {
     r.problem(`VIGIL_CLICKHOUSE_DATABASE: must be a plain identifier, got "${config.clickhouseDatabase}"`)
   }

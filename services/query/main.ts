@@ -1,11 +1,11 @@
 // vigil-query: QueryService, DeviceService (and, with embedded ClickHouse, the store's writer) on port 8080.
 import { connectBus } from '../common/bus.js'
-import { migrate, openClickHouse, readSettings } from '../common/clickhouse.js'
+import { openClickHouse, readSettings } from '../common/clickhouse.js'
 import { DEFAULT_PORTS } from '../common/config.js'
 import { DeviceRegistry } from '../common/devices.js'
 import { runService } from '../common/service.js'
 import { dashboardRoute } from '../dashboard/serve.js'
-import { MIGRATIONS } from '../store/migrations.js'
+import { prepareSchema, writerOptions } from '../store/schema.js'
 import { startStoreWriters } from '../store/start.js'
 import { CommandService } from './commands.js'
 import { readQueryConfig } from './config.js'
@@ -18,9 +18,11 @@ await runService({
   readConfig: readQueryConfig,
   async start(kit) {
     const { config, log, lifecycle } = kit
-    const ch = await openClickHouse(config, log)
+    const ch = await openClickHouse(config, log, writerOptions(config))
     lifecycle.onStop('clickhouse', () => ch.close())
-    await migrate(ch, MIGRATIONS, log)
+    await prepareSchema(config, log, ch, {
+      retentionDays: config.runWriter ? config.retentionDays : undefined,
+    })
     const bus = await connectBus(kit)
     if (config.runWriter) {
       // Embedded ClickHouse: this process owns the data folder, so it also writes (see config.ts).
@@ -36,7 +38,7 @@ await runService({
             clickhousePassword: config.clickhouseReadPassword,
           },
           log,
-          { readOnly: true },
+          { createDatabase: false },
         )
       : ch
     if (readCh !== ch) lifecycle.onStop('clickhouse reads', () => readCh.close())

@@ -4,11 +4,10 @@ import type { JetStreamClient, NatsConnection } from '../common/nats.js'
 import type { ServiceKit } from '../common/service.js'
 import type { StoreConfig } from './config.js'
 import { clickhouseInsert, runWriters } from './consumers.js'
-import { applyRetention } from './retention.js'
 
 /**
  * Starts the store's writers in this process (the store service, or the query service with
- * embedded ClickHouse): retention first, then the consumers; at stop they finish the inserts in
+ * embedded ClickHouse), once the schema is ready (prepareSchema); at stop they finish the inserts in
  * flight before NATS drains and ClickHouse closes.
  */
 export async function startStoreWriters(
@@ -17,7 +16,6 @@ export async function startStoreWriters(
   bus: { nc: NatsConnection; js: JetStreamClient },
 ): Promise<void> {
   const { config, log, metrics, lifecycle } = kit
-  await applyRetention(ch, config.retentionDays)
   const stop = new AbortController()
   const writing = runWriters({
     js: bus.js,
