@@ -75,6 +75,7 @@ describe('vigil up --tls: TLS on every listener, certificates from the developme
       )
     assert.match(out, new RegExp(`nats-server\\s+tls://127\\.0\\.0\\.1:${port('nats')}`))
     assert.match(out, new RegExp(`mqtt\\s+mqtts://localhost:${port('mqtts')}`))
+    assert.match(out, new RegExp(`auth\\s+https://127\\.0\\.0\\.1:${port('issuer')}`))
     assert.match(out, /TLS is on everywhere/)
   })
 
@@ -123,7 +124,7 @@ describe('vigil up --tls: TLS on every listener, certificates from the developme
   })
 
   it('refuses clear text on every listener', async () => {
-    for (const c of ['query', 'ingest', 'inference'] as const) {
+    for (const c of ['query', 'ingest', 'inference', 'issuer'] as const) {
       const res = await fetch(`http://127.0.0.1:${port(c)}/readyz`).catch((err: Error) => err)
       assert.ok(res instanceof Error, `${c} answered clear text`)
     }

@@ -14,7 +14,7 @@ export const CERTS_HELP = `vigil certs — a development CA and certificates for
 Usage: vigil certs [--out DIR] [--device ID]... [--host NAME]... [--days N] [--force]
 
 Writes into DIR (default VIGIL_DATA_DIR/certs): ca.pem and ca-key.pem, then <component>.pem and
-<component>-key.pem for query, ingest, inference, bridge, store, nats, mosquitto and clickhouse
+<component>-key.pem for query, ingest, inference, bridge, store, nats, mosquitto, clickhouse and issuer
 (server and client use; names localhost, vigil-<component>, every --host, 127.0.0.1 and ::1), and
 devices/<ID>.pem and devices/<ID>-key.pem for each --device (client use, CN = the device id).
 Existing files are kept unless --force re-issues the component and device certificates (the CA
@@ -23,7 +23,17 @@ is never replaced: delete ca.pem to start over). Keys are written with mode 600.
 For development only: production certificates come from your own PKI.
 `
 
-const COMPONENTS = ['query', 'ingest', 'inference', 'bridge', 'store', 'nats', 'mosquitto', 'clickhouse']
+const COMPONENTS = [
+  'query',
+  'ingest',
+  'inference',
+  'bridge',
+  'store',
+  'nats',
+  'mosquitto',
+  'clickhouse',
+  'issuer',
+]
 const DEVICE_ID = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$/
 
 export async function certs(argv: string[]): Promise<number> {

@@ -192,12 +192,16 @@ export async function up(argv: string[]): Promise<number> {
         dataDir,
         port: ports.issuer,
         dashboardUrl: `${scheme}://127.0.0.1:${ports.query}/`,
+        tls: tls
+          ? { cert: readFileSync(tls.pem('issuer').certFile), key: readFileSync(tls.pem('issuer').keyFile) }
+          : undefined,
       })
       const devIssuer = issuer
       Object.assign(authEnv, {
         VIGIL_AUTH_JWKS_URL: devIssuer.jwksUrl,
         VIGIL_AUTH_ISSUER: devIssuer.url,
         VIGIL_AUTH_SIGN_IN_URL: devIssuer.signInUrl,
+        ...(tls ? { VIGIL_AUTH_CA: tls.ca } : {}),
       })
       const write = () => writeServiceTokens(devIssuer.key, join(dataDir, 'auth', 'tokens'))
       Object.assign(tokenEnv, await write())

@@ -3,8 +3,18 @@
 // appears, so rotation needs no restart). The roles come from a configurable claim; each RPC
 // names the least role it needs: viewer (read) < operator (commands, devices) < admin (models,
 // revocation). Server streams end when the token they were opened with expires.
+
+import https from 'node:https'
 import { Code, ConnectError, createContextKey, type Interceptor } from '@connectrpc/connect'
-import { createRemoteJWKSet, errors, type JWTPayload, type JWTVerifyGetKey, jwtVerify } from 'jose'
+import {
+  createRemoteJWKSet,
+  customFetch,
+  errors,
+  type FetchImplementation,
+  type JWTPayload,
+  type JWTVerifyGetKey,
+  jwtVerify,
+} from 'jose'
 import type { EnvReader } from './config.js'
 import { RateLimiter } from './rate-limit.js'
 
@@ -44,6 +54,8 @@ export interface AuthConfig {
   userBurst: number
   /** Server streams (Watch, exports) one user may hold open at once. */
   userStreams: number
+  /** The CA an https JWKS URL is checked against (VIGIL_AUTH_CA); else the system's. */
+  jwksCa?: Buffer
 }
 
 /** VIGIL_AUTH_*: undefined (authentication off) unless VIGIL_AUTH_JWKS_URL is set. */
@@ -56,12 +68,23 @@ export function readAuthConfig(r: EnvReader): AuthConfig | undefined {
   const userRatePerSec = r.int('VIGIL_USER_RATE', 50, 0, 1_000_000)
   const userBurst = r.int('VIGIL_USER_BURST', 100, 1, 1_000_000)
   const userStreams = r.int('VIGIL_USER_STREAMS', 10, 1, 10_000)
+  const jwksCa = r.file('VIGIL_AUTH_CA')
   if (!jwksUrl) return undefined
   if (!issuer) {
     r.problem('VIGIL_AUTH_ISSUER: required with VIGIL_AUTH_JWKS_URL (tokens of any other issuer are refused)')
     return undefined
   }
-  return { jwksUrl, issuer, audience, rolesClaim, clockSkewSeconds, userRatePerSec, userBurst, userStreams }
+  return {
+    jwksUrl,
+    issuer,
+    audience,
+    rolesClaim,
+    clockSkewSeconds,
+    userRatePerSec,
+    userBurst,
+    userStreams,
+    ...(jwksCa ? { jwksCa } : {}),
+  }
 }
 
 /** Who called: set by the interceptor for handlers (context value) and logs. */
@@ -110,7 +133,10 @@ export function grants(roles: readonly Grant[], needed: Grant): boolean {
 export function userAuthentication(
   config: AuthConfig,
   policy: RolePolicy = USER_POLICY,
-  keys: JWTVerifyGetKey = createRemoteJWKSet(new URL(config.jwksUrl), { cooldownDuration: 30_000 }),
+  keys: JWTVerifyGetKey = createRemoteJWKSet(new URL(config.jwksUrl), {
+    cooldownDuration: 30_000,
+    ...(config.jwksCa ? { [customFetch]: fetchTrusting(config.jwksCa) } : {}),
+  }),
 ): Interceptor {
   const calls = new RateLimiter(config.userRatePerSec, config.userBurst)
   const openStreams = new Map<string, number>()
@@ -228,4 +254,22 @@ async function* untilExpiry<T>(
   } finally {
     done()
   }
+}
+
+/** A fetch for the JWKS over https that trusts `ca` (Node's global fetch takes no CA). */
+function fetchTrusting(ca: Buffer): FetchImplementation {
+  return (url, options) =>
+    new Promise<Response>((resolve, reject) => {
+      const req = https.get(
+        url,
+        { ca, signal: options.signal, headers: Object.fromEntries(options.headers) },
+        (res) => {
+          const chunks: Buffer[] = []
+          res.on('data', (c: Buffer) => chunks.push(c))
+          res.on('end', () => resolve(new Response(Buffer.concat(chunks), { status: res.statusCode ?? 500 })))
+          res.on('error', reject)
+        },
+      )
+      req.on('error', reject)
+    })
 }

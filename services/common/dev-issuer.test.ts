@@ -6,6 +6,7 @@ import { Code, type ConnectError, createClient, createRouterTransport } from '@c
 import { EchoService } from '../../gen/vigil/kit/v1/kit_pb.js'
 import { tempDir } from '../../test/fixtures/process.js'
 import { type AuthConfig, SERVICE_ROLE, userAuthentication } from './auth.js'
+import { createCertificateAuthority, issueCertificate } from './certs.js'
 import { EnvReader } from './config.js'
 import { bearer, cliTokenSource, tokenFile } from './credentials.js'
 import { type DevIssuer, DevKey, startDevIssuer } from './dev-issuer.js'
@@ -127,5 +128,47 @@ describe('development issuer: a JWKS the services verify against, a sign-in page
     utimesSync(file, new Date(), new Date(Date.now() + 5_000))
     await new Promise((r) => setTimeout(r, 1_100))
     assert.equal(await source(), 'second')
+  })
+
+  it('serves https and the services fetch its JWKS trusting VIGIL_AUTH_CA (vigil up --tls)', async () => {
+    const ca = createCertificateAuthority('issuer test CA')
+    const cert = issueCertificate(ca, {
+      commonName: 'issuer',
+      dnsNames: ['localhost'],
+      ips: ['127.0.0.1'],
+      usage: ['server'],
+    })
+    const secure = await startDevIssuer({
+      dataDir: dir.path,
+      port: 0,
+      dashboardUrl: DASHBOARD,
+      tls: { cert: Buffer.from(cert.cert), key: Buffer.from(cert.key) },
+    })
+    try {
+      assert.match(secure.jwksUrl, /^https:/)
+      const token = await secure.key.mint({ subject: 'ada', roles: ['viewer'], ttlSeconds: 60 })
+      const call = (jwksCa?: Buffer) =>
+        createClient(
+          EchoService,
+          createRouterTransport(echoRoutes, {
+            router: {
+              interceptors: [
+                userAuthentication(
+                  { ...config, jwksUrl: secure.jwksUrl, issuer: secure.url, ...(jwksCa ? { jwksCa } : {}) },
+                  { 'vigil.kit.v1.EchoService': { default: 'viewer' } },
+                ),
+              ],
+            },
+            transport: { interceptors: bearer(async () => token) },
+          }),
+        ).echo({ message: 'hi' })
+      assert.equal((await call(Buffer.from(ca.cert))).message, 'hi')
+      // Without the CA the issuer's certificate is not trusted: no keys, no entry.
+      await assert.rejects(call(), (err: ConnectError) => err.code === Code.Unauthenticated)
+    } finally {
+      await secure.close()
+      // Later rows mint with the plain issuer's URL again.
+      issuer.key.setIssuer(issuer.url)
+    }
   })
 })

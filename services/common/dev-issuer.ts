@@ -5,6 +5,7 @@
 // (set VIGIL_AUTH_JWKS_URL to a real issuer and it is off).
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs'
 import http from 'node:http'
+import https from 'node:https'
 import type { AddressInfo } from 'node:net'
 import { join } from 'node:path'
 import { exportJWK, generateKeyPair, importJWK, type JWK, SignJWT } from 'jose'
@@ -105,15 +106,18 @@ export async function startDevIssuer(opts: {
   host?: string
   port: number
   dashboardUrl: string
+  /** Serve https with this certificate (vigil up --tls). */
+  tls?: { cert: Buffer; key: Buffer }
 }): Promise<DevIssuer> {
   const key = await DevKey.open(opts.dataDir)
   const host = opts.host ?? '127.0.0.1'
-  const server = http.createServer((req, res) => {
+  const serve = (req: http.IncomingMessage, res: http.ServerResponse) => {
     void handle(req, res).catch(() => {
       if (!res.headersSent) res.writeHead(500)
       res.end()
     })
-  })
+  }
+  const server = opts.tls ? https.createServer(opts.tls, serve) : http.createServer(serve)
   let url = ''
   const handle = async (req: http.IncomingMessage, res: http.ServerResponse) => {
     const path = (req.url ?? '/').split('?')[0]
@@ -158,7 +162,7 @@ export async function startDevIssuer(opts: {
     server.listen(opts.port, host, () => resolve())
   })
   const port = (server.address() as AddressInfo).port
-  url = `http://${host}:${port}`
+  url = `${opts.tls ? 'https' : 'http'}://${host}:${port}`
   key.setIssuer(url)
   return {
     url,
