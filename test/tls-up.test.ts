@@ -16,11 +16,9 @@ import { QueryService } from '../gen/vigil/query/v1/query_pb.js'
 import { busUsersFile } from '../services/common/bus-users.js'
 import { DEFAULT_PORTS } from '../services/common/config.js'
 import { DevKey } from '../services/common/dev-issuer.js'
-import { sleep } from '../services/common/health.js'
 import { eventually } from './fixtures/bus.js'
-import { freePortOffset } from './fixtures/ports.js'
 import { type Child, tempDir } from './fixtures/process.js'
-import { startVigil } from './fixtures/services.js'
+import { startVigil, startVigilUp } from './fixtures/services.js'
 
 describe('vigil up --tls: TLS on every listener, certificates from the development CA', {
   timeout: 300_000,
@@ -44,16 +42,7 @@ describe('vigil up --tls: TLS on every listener, certificates from the developme
     })
 
   before(async () => {
-    offset = await freePortOffset()
-    up = startVigil(['up', '--tls', '--no-simulate', '--port-offset', String(offset)], {
-      VIGIL_DATA_DIR: dir.path,
-    })
-    const deadline = Date.now() + 180_000
-    while (!up.output().includes('Press Ctrl-C to stop')) {
-      assert.ok(up.alive(), `vigil up exited:\n${up.output()}`)
-      assert.ok(Date.now() < deadline, `vigil up was not up in time:\n${up.output()}`)
-      await sleep(250)
-    }
+    ;({ up, offset } = await startVigilUp(['--tls', '--no-simulate'], { VIGIL_DATA_DIR: dir.path }))
     assert.doesNotMatch(up.output(), /not ready|not built/, up.output())
     ca = certs('ca.pem')
     const key = await DevKey.open(dir.path)

@@ -86,6 +86,20 @@ export async function openClickHouse(
   }
 }
 
+/** The same ClickHouse as `config`, connected as another user (the reader, the schema user). */
+export function openClickHouseAs(
+  config: Parameters<typeof openClickHouse>[0],
+  log: Logger,
+  user: { name: string; password: string },
+  opts: { createDatabase?: boolean } = {},
+): Promise<ClickHouse> {
+  return openClickHouse(
+    { ...config, clickhouseUser: user.name, clickhousePassword: user.password },
+    log,
+    opts,
+  )
+}
+
 /** Quotes a ClickHouse identifier. */
 export function quoteIdent(name: string): string {
   return `\`${name.replace(/\\/g, '\\\\').replace(/`/g, '\\`')}\``

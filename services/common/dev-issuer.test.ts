@@ -20,12 +20,21 @@ describe('development issuer: a JWKS the services verify against, a sign-in page
   let config: AuthConfig
 
   /** An echo service that needs `role`, behind the real interceptor reading the issuer's JWKS over HTTP. */
-  const echo = (role: 'viewer' | 'admin' | typeof SERVICE_ROLE, token?: string) =>
+  const echo = (
+    role: 'viewer' | 'admin' | typeof SERVICE_ROLE,
+    token?: string,
+    overrides: Partial<AuthConfig> = {},
+  ) =>
     createClient(
       EchoService,
       createRouterTransport(echoRoutes, {
         router: {
-          interceptors: [userAuthentication(config, { 'vigil.kit.v1.EchoService': { default: role } })],
+          interceptors: [
+            userAuthentication(
+              { ...config, ...overrides },
+              { 'vigil.kit.v1.EchoService': { default: role } },
+            ),
+          ],
         },
         transport: { interceptors: bearer(token ? async () => token : undefined) },
       }),
@@ -148,20 +157,7 @@ describe('development issuer: a JWKS the services verify against, a sign-in page
       assert.match(secure.jwksUrl, /^https:/)
       const token = await secure.key.mint({ subject: 'ada', roles: ['viewer'], ttlSeconds: 60 })
       const call = (jwksCa?: Buffer) =>
-        createClient(
-          EchoService,
-          createRouterTransport(echoRoutes, {
-            router: {
-              interceptors: [
-                userAuthentication(
-                  { ...config, jwksUrl: secure.jwksUrl, issuer: secure.url, ...(jwksCa ? { jwksCa } : {}) },
-                  { 'vigil.kit.v1.EchoService': { default: 'viewer' } },
-                ),
-              ],
-            },
-            transport: { interceptors: bearer(async () => token) },
-          }),
-        ).echo({ message: 'hi' })
+        echo('viewer', token, { jwksUrl: secure.jwksUrl, issuer: secure.url, ...(jwksCa ? { jwksCa } : {}) })
       assert.equal((await call(Buffer.from(ca.cert))).message, 'hi')
       // Without the CA the issuer's certificate is not trusted: no keys, no entry.
       await assert.rejects(call(), (err: ConnectError) => err.code === Code.Unauthenticated)

@@ -1,6 +1,6 @@
 // vigil-query: QueryService, DeviceService (and, with embedded ClickHouse, the store's writer) on port 8080.
 import { connectBus } from '../common/bus.js'
-import { openClickHouse, readSettings } from '../common/clickhouse.js'
+import { openClickHouse, openClickHouseAs, readSettings } from '../common/clickhouse.js'
 import { DEFAULT_PORTS } from '../common/config.js'
 import { DeviceRegistry } from '../common/devices.js'
 import { runService } from '../common/service.js'
@@ -31,13 +31,10 @@ await runService({
     }
     // Users' reads: a read-only user when one is configured, and read-only, bounded queries always.
     const readCh = config.clickhouseReadUser
-      ? await openClickHouse(
-          {
-            ...config,
-            clickhouseUser: config.clickhouseReadUser,
-            clickhousePassword: config.clickhouseReadPassword,
-          },
+      ? await openClickHouseAs(
+          config,
           log,
+          { name: config.clickhouseReadUser, password: config.clickhouseReadPassword },
           { createDatabase: false },
         )
       : ch

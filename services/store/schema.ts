@@ -1,4 +1,4 @@
-import { type ClickHouse, migrate, openClickHouse } from '../common/clickhouse.js'
+import { type ClickHouse, migrate, openClickHouseAs } from '../common/clickhouse.js'
 import type { CommonConfig } from '../common/config.js'
 import type { Logger } from '../common/log.js'
 import { MIGRATIONS } from './migrations.js'
@@ -16,14 +16,10 @@ export async function prepareSchema(
   opts: { retentionDays?: number },
 ): Promise<void> {
   const schema = config.clickhouseSchemaUser
-    ? await openClickHouse(
-        {
-          ...config,
-          clickhouseUser: config.clickhouseSchemaUser,
-          clickhousePassword: config.clickhouseSchemaPassword,
-        },
-        log,
-      )
+    ? await openClickHouseAs(config, log, {
+        name: config.clickhouseSchemaUser,
+        password: config.clickhouseSchemaPassword,
+      })
     : ch
   try {
     await migrate(schema, MIGRATIONS, log)

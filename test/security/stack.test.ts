@@ -31,9 +31,8 @@ import { DevKey } from '../../services/common/dev-issuer.js'
 import { sleep } from '../../services/common/health.js'
 import { eventually } from '../fixtures/bus.js'
 import { metricSum } from '../fixtures/metrics.js'
-import { freePortOffset } from '../fixtures/ports.js'
 import { type Child, tempDir } from '../fixtures/process.js'
-import { type ServiceProcess, startService, startVigil } from '../fixtures/services.js'
+import { type ServiceProcess, startService, startVigilUp } from '../fixtures/services.js'
 
 const HOSTILE = "x' OR 1=1; DROP TABLE vigil.telemetry --"
 type Headers = Record<string, string>
@@ -103,14 +102,7 @@ describe('security table: the whole stack (vigil up, auth on) refuses each attac
     JSON.stringify({ ts: new Date().toISOString(), sensors: { temp: 20 + (seq % 5) }, seq })
 
   before(async () => {
-    offset = await freePortOffset()
-    up = startVigil(['up', '--no-simulate', '--port-offset', String(offset)], { VIGIL_DATA_DIR: dir.path })
-    const deadline = Date.now() + 180_000
-    while (!up.output().includes('Press Ctrl-C to stop')) {
-      assert.ok(up.alive(), `vigil up exited:\n${up.output()}`)
-      assert.ok(Date.now() < deadline, `vigil up was not up in time:\n${up.output()}`)
-      await sleep(250)
-    }
+    ;({ up, offset } = await startVigilUp(['--no-simulate'], { VIGIL_DATA_DIR: dir.path }))
     key = await DevKey.open(dir.path)
     issuerFile = JSON.parse(readFileSync(join(dir.path, 'auth', 'issuer.json'), 'utf8'))
     const admin = await bearer(['admin'])
