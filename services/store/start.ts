@@ -2,6 +2,7 @@ import { jetstreamManager } from '@nats-io/jetstream'
 import type { ClickHouse } from '../common/clickhouse.js'
 import type { JetStreamClient, NatsConnection } from '../common/nats.js'
 import type { ServiceKit } from '../common/service.js'
+import { runCompactor } from './compaction.js'
 import type { StoreConfig } from './config.js'
 import { clickhouseInsert, runWriters } from './consumers.js'
 
@@ -17,10 +18,26 @@ export async function startStoreWriters(
 ): Promise<void> {
   const { config, log, metrics, lifecycle } = kit
   const stop = new AbortController()
+  const insert = clickhouseInsert(ch)
+  let wrote = false
+  const compacting = runCompactor({
+    ch,
+    intervalMs: config.compactIntervalMs,
+    wrote: () => {
+      const any = wrote
+      wrote = false
+      return any
+    },
+    log,
+    signal: stop.signal,
+  })
   const writing = runWriters({
     js: bus.js,
     jsm: await jetstreamManager(bus.nc),
-    insert: clickhouseInsert(ch),
+    insert: async (table, rows, token) => {
+      await insert(table, rows, token)
+      wrote = true
+    },
     log,
     registry: metrics.registry,
     signal: stop.signal,
@@ -29,6 +46,6 @@ export async function startStoreWriters(
   })
   lifecycle.onStop('writers', async () => {
     stop.abort()
-    await writing
+    await Promise.all([writing, compacting])
   })
 }
