@@ -16,10 +16,11 @@ import { openTestClickHouse } from '../../test/fixtures/clickhouse.js'
 import { type NatsFixture, startNats } from '../../test/fixtures/nats.js'
 import { tempDir } from '../../test/fixtures/process.js'
 import { type ServiceProcess, startService } from '../../test/fixtures/services.js'
-import { type ClickHouse, migrate } from '../common/clickhouse.js'
+import { type ClickHouse, migrate, toDateTime64 } from '../common/clickhouse.js'
 import { encodeReadingBatch } from '../common/codec.js'
 import { createLogger } from '../common/log.js'
 import { connectNats, type NatsConnection, provisionBus, rawSubject } from '../common/nats.js'
+import { compactLatestTables } from './compaction.js'
 import { clickhouseInsert, runWriters } from './consumers.js'
 import { MIGRATIONS } from './migrations.js'
 import { applyRetention } from './retention.js'
@@ -286,6 +287,59 @@ describe('store service process', () => {
         })
       ).text()
       assert.match(ddl, /TTL toDateTime\(ts\) \+ toIntervalDay\(7\)/)
+    } finally {
+      await ch.close()
+    }
+  })
+
+  it('compacts the latest-state tables to one row per device, keeping the latest', async () => {
+    const ch = await openTestClickHouse()
+    try {
+      await migrate(ch, MIGRATIONS, log)
+      const insert = clickhouseInsert(ch)
+      // Five inserts, each with a reading of every device: five rows per device before merges.
+      for (let round = 1; round <= 5; round++)
+        await insert(
+          'telemetry',
+          Array.from({ length: 50 }, (_, d) => ({
+            device_id: `c-${d}`,
+            ts: toDateTime64(Date.UTC(2026, 0, 1, 0, round)),
+            event_id: `c-${d}:${round}`,
+            sensors: { temp: round },
+            meta: { site: 'x', fw: `1.${round}` },
+            seq: round,
+            received_at: toDateTime64(Date.now()),
+          })),
+          `compact-${round}`,
+        )
+      const rowsIn = async (table: string) =>
+        Number(
+          (
+            await (
+              await ch.client.query({
+                query: `SELECT count() AS n FROM ${ch.table(table)}`,
+                format: 'JSONEachRow',
+              })
+            ).json<{ n: string }>()
+          )[0]?.n,
+        )
+      await compactLatestTables(ch)
+      assert.equal(await rowsIn('device_latest'), 50, 'one row per device')
+      assert.equal(await rowsIn('device_counts'), 50)
+      const latest = await (
+        await ch.client.query({
+          query: `SELECT firmware, sensors['temp'] AS temp FROM ${ch.table('device_latest')} WHERE device_id = 'c-7'`,
+          format: 'JSONEachRow',
+        })
+      ).json<{ firmware: string; temp: number }>()
+      assert.deepEqual(latest, [{ firmware: '1.5', temp: 5 }])
+      const counts = await (
+        await ch.client.query({
+          query: `SELECT readings FROM ${ch.table('device_counts')} WHERE device_id = 'c-7'`,
+          format: 'JSONEachRow',
+        })
+      ).json<{ readings: string }>()
+      assert.equal(Number(counts[0]?.readings), 5, 'counts are summed, not lost')
     } finally {
       await ch.close()
     }
