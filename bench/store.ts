@@ -112,6 +112,23 @@ export async function benchStore(opts: StoreBenchOptions): Promise<void> {
       )
     }
     const barePerSec = opts.rows / (bareMs / 1000)
+    // The same inserts with what the writer must add for exactly-once (a de-duplication token,
+    // de-duplication in the views too), on a fifth of the rows into a database of their own.
+    const tokened = await openClickHouse(
+      { ...common, clickhouseDatabase: 'tokened', clickhouseUrl: process.env.VIGIL_CLICKHOUSE_URL },
+      log,
+    )
+    await migrate(tokened, MIGRATIONS, log)
+    const insertTokened = clickhouseInsert(tokened)
+    const sample = Math.max(chunk, Math.floor(opts.rows / 5 / chunk) * chunk)
+    let tokenedMs = 0
+    for (let at = 0; at < sample; at += chunk) {
+      const rows: ReturnType<typeof telemetryRow>[] = []
+      for (let i = at; i < at + chunk; i++) rows.push(telemetryRow(reading(i, opts, start)))
+      tokenedMs += await timeIt(() => insertTokened('telemetry', rows, `bare-${at}`))
+    }
+    await tokened.close()
+    const tokenedPerSec = sample / (tokenedMs / 1000)
 
     say('2/3 the writer, from a pre-filled TELEMETRY stream …')
     const js = jetstream(nc)
@@ -154,12 +171,13 @@ export async function benchStore(opts: StoreBenchOptions): Promise<void> {
     }
     const stop = new AbortController()
     const writerStart = process.hrtime.bigint()
+    const registry = new Registry()
     const writing = runWriters({
       js,
       jsm: await jetstreamManager(nc),
       insert: clickhouseInsert(ch),
       log,
-      registry: new Registry(),
+      registry,
       signal: stop.signal,
     })
     while ((await count(ch, 'telemetry')) < opts.rows) await new Promise((r) => setTimeout(r, 200))
@@ -169,6 +187,14 @@ export async function benchStore(opts: StoreBenchOptions): Promise<void> {
       await new Promise((r) => setTimeout(r, 200))
     stop.abort()
     await writing
+    // Where the writer's time went: inside ClickHouse inserts, by table (its own histogram).
+    const histogram = (await registry.getSingleMetric('vigil_store_insert_seconds')?.get())?.values ?? []
+    const insideInserts = (table: string, what: string) =>
+      histogram.find(
+        (v) =>
+          (v as { metricName?: string }).metricName === `vigil_store_insert_seconds_${what}` &&
+          v.labels.table === table,
+      )?.value ?? 0
 
     say('3/3 queries …')
     const limits = DEFAULT_READ_LIMITS
@@ -232,6 +258,14 @@ export async function benchStore(opts: StoreBenchOptions): Promise<void> {
     say(`| bare insert (20,000-row inserts, same schema) | ${fmt(barePerSec)} rows/s |`)
     say(`| writer from a pre-filled stream (ack after insert) | ${fmt(writerPerSec)} rows/s |`)
     say(`| writer / bare | ${(writerPerSec / barePerSec).toFixed(2)} |`)
+    say(
+      `| bare insert with the writer's exactly-once settings (token, de-duplication in views; ${fmt(sample)} rows) | ${fmt(tokenedPerSec)} rows/s (writer / this: ${(writerPerSec / tokenedPerSec).toFixed(2)}) |`,
+    )
+    say(
+      `| writer's time inside inserts: telemetry / inferences (of ${writerSeconds.toFixed(1)} s) | ` +
+        `${insideInserts('telemetry', 'sum').toFixed(1)} s in ${fmt(insideInserts('telemetry', 'count'))} inserts / ` +
+        `${insideInserts('inferences', 'sum').toFixed(1)} s in ${fmt(insideInserts('inferences', 'count'))} inserts |`,
+    )
     say(`| the compactor's pass over the latest-state tables | ${fmt(compactMs)} ms |`)
     say('')
     say(`| query, on ${fmt(opts.rows)} rows | p50 as written (max) | p50 after the compactor's pass (max) |`)
