@@ -114,7 +114,11 @@ export async function runWriters(opts: WriterOptions): Promise<void> {
         log: opts.log,
         signal: opts.signal,
         concurrency: inFlight,
-        prefetch: inFlight,
+        // Pulled in smaller requests than are held: one pull of 2,048 messages of up to ~75 KB is
+        // more than nats-server's 64 MB per-client output buffer, and the server then drops them
+        // as a slow consumer until their ack wait runs out (measured: 20 s stalls). Held messages
+        // still reach `inFlight`, pull after pull.
+        prefetch: Math.min(inFlight, 256),
         maxDeliver: Number.POSITIVE_INFINITY,
         deadLetterPoison: w.deadLetterPoison ?? true,
         handle: async (msg) => {
