@@ -2,11 +2,10 @@ import assert from 'node:assert/strict'
 import { createServer, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { after, before, describe, it } from 'node:test'
-import { Code, type ConnectError, createClient, createRouterTransport } from '@connectrpc/connect'
+import { Code, type ConnectError } from '@connectrpc/connect'
 import { createRemoteJWKSet, exportJWK, generateKeyPair, type JWK, SignJWT, UnsecuredJWT } from 'jose'
-import { EchoService } from '../../gen/vigil/kit/v1/kit_pb.js'
-import { type AuthConfig, type RolePolicy, userAuthentication } from './auth.js'
-import { echoRoutes } from './echo.js'
+import { echoBehindAuth } from '../../test/fixtures/auth.js'
+import type { AuthConfig, RolePolicy } from './auth.js'
 
 const ISSUER = 'https://issuer.test'
 const POLICY: RolePolicy = {
@@ -36,12 +35,7 @@ describe('auth: bearer tokens verified against the issuer JWKS, roles per RPC', 
 
   const client = () => {
     const keys = createRemoteJWKSet(new URL(config.jwksUrl), { cooldownDuration: 0 })
-    return createClient(
-      EchoService,
-      createRouterTransport(echoRoutes, {
-        router: { interceptors: [userAuthentication(config, POLICY, keys)] },
-      }),
-    )
+    return echoBehindAuth(config, POLICY, { keys })
   }
   const echo = (authorization?: string) =>
     client().echo({ message: 'hi' }, authorization ? { headers: { authorization } } : {})
@@ -194,20 +188,9 @@ describe('auth: bearer tokens verified against the issuer JWKS, roles per RPC', 
 
   it('limits each user: calls a second, and open streams (ResourceExhausted)', async () => {
     const limited = (overrides: Partial<AuthConfig>) =>
-      createClient(
-        EchoService,
-        createRouterTransport(echoRoutes, {
-          router: {
-            interceptors: [
-              userAuthentication(
-                { ...config, ...overrides },
-                POLICY,
-                createRemoteJWKSet(new URL(config.jwksUrl), { cooldownDuration: 0 }),
-              ),
-            ],
-          },
-        }),
-      )
+      echoBehindAuth({ ...config, ...overrides }, POLICY, {
+        keys: createRemoteJWKSet(new URL(config.jwksUrl), { cooldownDuration: 0 }),
+      })
     const ada = { headers: { authorization: `Bearer ${await token({ roles: ['operator'] })}` } }
     const grace = {
       headers: {
@@ -247,10 +230,7 @@ describe('auth: bearer tokens verified against the issuer JWKS, roles per RPC', 
   })
 
   it('leaves services outside the policy open (health, reflection)', async () => {
-    const open = createClient(
-      EchoService,
-      createRouterTransport(echoRoutes, { router: { interceptors: [userAuthentication(config, {})] } }),
-    )
+    const open = echoBehindAuth(config, {})
     assert.equal((await open.echo({ message: 'hi' })).message, 'hi')
   })
 })

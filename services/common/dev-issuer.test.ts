@@ -2,15 +2,14 @@ import assert from 'node:assert/strict'
 import { statSync, utimesSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
-import { Code, type ConnectError, createClient, createRouterTransport } from '@connectrpc/connect'
-import { EchoService } from '../../gen/vigil/kit/v1/kit_pb.js'
+import { Code, type ConnectError } from '@connectrpc/connect'
+import { echoBehindAuth } from '../../test/fixtures/auth.js'
 import { tempDir } from '../../test/fixtures/process.js'
-import { type AuthConfig, SERVICE_ROLE, userAuthentication } from './auth.js'
+import { type AuthConfig, SERVICE_ROLE } from './auth.js'
 import { createCertificateAuthority, issueCertificate } from './certs.js'
 import { EnvReader } from './config.js'
-import { bearer, cliTokenSource, tokenFile } from './credentials.js'
+import { cliTokenSource, tokenFile } from './credentials.js'
 import { type DevIssuer, DevKey, startDevIssuer } from './dev-issuer.js'
-import { echoRoutes } from './echo.js'
 
 const DASHBOARD = 'http://127.0.0.1:18080/'
 
@@ -25,20 +24,13 @@ describe('development issuer: a JWKS the services verify against, a sign-in page
     token?: string,
     overrides: Partial<AuthConfig> = {},
   ) =>
-    createClient(
-      EchoService,
-      createRouterTransport(echoRoutes, {
-        router: {
-          interceptors: [
-            userAuthentication(
-              { ...config, ...overrides },
-              { 'vigil.kit.v1.EchoService': { default: role } },
-            ),
-          ],
-        },
-        transport: { interceptors: bearer(token ? async () => token : undefined) },
-      }),
-    ).echo({ message: 'hi' })
+    echoBehindAuth(
+      { ...config, ...overrides },
+      { 'vigil.kit.v1.EchoService': { default: role } },
+      { token },
+    ).echo({
+      message: 'hi',
+    })
 
   before(async () => {
     issuer = await startDevIssuer({ dataDir: dir.path, port: 0, dashboardUrl: DASHBOARD })

@@ -262,14 +262,21 @@ function sniff(socket: Socket, h1: http.Server, h2: http2.Http2Server): void {
   socket.setTimeout(SNIFF_TIMEOUT_MS, () => socket.destroy())
 }
 
+/** The verified client certificate of each TLS connection, read once per connection (not per call). */
+const peers = new WeakMap<TLSSocket, Peer | undefined>()
+
 /** The client certificate of a request's TLS connection, when the server verified it. */
 function verifiedPeer(req: Request): Peer | undefined {
   const socket = 'stream' in req && req.stream ? req.stream.session?.socket : req.socket
   if (!(socket instanceof TLSSocket) || !socket.authorized) return undefined
+  if (peers.has(socket)) return peers.get(socket)
   const subject = socket.getPeerCertificate()?.subject
-  if (!subject?.CN) return undefined
   const first = (v: string | string[] | undefined) => (Array.isArray(v) ? v[0] : v) ?? ''
-  return { commonName: first(subject.CN), organizationalUnit: first(subject.OU) }
+  const peer = subject?.CN
+    ? { commonName: first(subject.CN), organizationalUnit: first(subject.OU) }
+    : undefined
+  peers.set(socket, peer)
+  return peer
 }
 
 function text(res: Response, status: number, body: string): void {

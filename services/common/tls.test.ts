@@ -5,7 +5,7 @@ import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import tls from 'node:tls'
 import { promisify } from 'node:util'
-import { Code, ConnectError, createClient } from '@connectrpc/connect'
+import { Code, ConnectError, createClient, type Interceptor } from '@connectrpc/connect'
 import { createConnectTransport, createGrpcTransport } from '@connectrpc/connect-node'
 import { EchoService } from '../../gen/vigil/kit/v1/kit_pb.js'
 import { dynamicClient, grpc, PROTO, unary } from '../../test/fixtures/grpc.js'
@@ -108,22 +108,29 @@ describe('kit server with TLS (h2 and HTTP/1.1 by ALPN)', () => {
   })
 })
 
+/** The echo server with TLS and client certificates asked of `ca` (required unless `optional`). */
+function mtlsServer(opts: { clientAuth?: 'require' | 'optional'; authenticate?: Interceptor } = {}) {
+  return startServer({
+    config: {
+      ...base,
+      tls: {
+        cert: Buffer.from(serverCert.cert),
+        key: Buffer.from(serverCert.key),
+        ca: Buffer.from(ca.cert),
+        ...(opts.clientAuth ? { clientAuth: opts.clientAuth } : {}),
+      },
+    },
+    log,
+    metrics: new Metrics('cli'),
+    routes: echoRoutes,
+    authenticate: opts.authenticate,
+  })
+}
+
 describe('kit server with mutual TLS', () => {
   let server: RunningServer
   before(async () => {
-    server = await startServer({
-      config: {
-        ...base,
-        tls: {
-          cert: Buffer.from(serverCert.cert),
-          key: Buffer.from(serverCert.key),
-          ca: Buffer.from(ca.cert),
-        },
-      },
-      log,
-      metrics: new Metrics('cli'),
-      routes: echoRoutes,
-    })
+    server = await mtlsServer()
   })
   after(() => server.close())
 
@@ -181,19 +188,8 @@ describe('kit server with optional client certificates: a service certificate is
       userBurst: 1,
       userStreams: 1,
     }
-    server = await startServer({
-      config: {
-        ...base,
-        tls: {
-          cert: Buffer.from(serverCert.cert),
-          key: Buffer.from(serverCert.key),
-          ca: Buffer.from(ca.cert),
-          clientAuth: 'optional',
-        },
-      },
-      log,
-      metrics: new Metrics('cli'),
-      routes: echoRoutes,
+    server = await mtlsServer({
+      clientAuth: 'optional',
       authenticate: userAuthentication(auth, { 'vigil.kit.v1.EchoService': { default: SERVICE_ROLE } }),
     })
   })
