@@ -239,6 +239,11 @@ export interface ConsumerLoopOptions {
   concurrency?: number
   /** Messages pulled ahead of handling (default 256). */
   prefetch?: number
+  /**
+   * Waited for before each message is handed over, for a bound the message count does not give
+   * (the store's writers bound the rows they hold, whatever the size of the messages).
+   */
+  ready?: () => Promise<void> | undefined
   /** Deliveries after which a failing message is treated as poison (default 10, as the consumer's max_deliver). */
   maxDeliver?: number
   /**
@@ -301,6 +306,8 @@ export async function runConsumer(opts: ConsumerLoopOptions): Promise<void> {
       retryDelay = 250
       try {
         for await (const msg of messages) {
+          const wait = opts.ready?.()
+          if (wait) await wait
           const p = handleOne(msg).finally(() => inFlight.delete(p))
           inFlight.add(p)
           if (inFlight.size >= concurrency) await Promise.race(inFlight)

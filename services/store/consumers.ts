@@ -1,10 +1,8 @@
+import { Readable } from 'node:stream'
+import { finished } from 'node:stream/promises'
 import { fromBinary } from '@bufbuild/protobuf'
 import type { Registry } from 'prom-client'
-import {
-  InferenceBatchSchema,
-  ReadingBatchSchema,
-  RejectedSchema,
-} from '../../gen/vigil/telemetry/v1/telemetry_pb.js'
+import { InferenceBatchSchema, RejectedSchema } from '../../gen/vigil/telemetry/v1/telemetry_pb.js'
 import type { ClickHouse } from '../common/clickhouse.js'
 import type { Logger } from '../common/log.js'
 import {
@@ -18,21 +16,27 @@ import {
   runConsumer,
 } from '../common/nats.js'
 import { contextFromHeaders } from '../common/tracing.js'
-import { inferenceRow, rejectedRow, telemetryRow } from './rows.js'
+import { telemetryLines } from './lines.js'
+import { inferenceRow, jsonEachRow, rejectedRow } from './rows.js'
 import { type InsertRows, TableWriter } from './writer.js'
 
-/** Inserts through the ClickHouse client with a deduplication token (also for the rollup views). */
+/**
+ * Inserts through the ClickHouse client with a deduplication token (also for the rollup views).
+ * The rows are already JSONEachRow text, sent as the body of `INSERT … FORMAT JSONEachRow` (the
+ * client's `insert` would serialize row objects itself).
+ */
 export function clickhouseInsert(ch: ClickHouse): InsertRows {
-  return async (table, rows, token) => {
-    await ch.client.insert({
-      table: ch.table(table),
-      values: rows,
-      format: 'JSONEachRow',
+  return async (table, text, _rows, token) => {
+    const result = await ch.client.exec({
+      query: `INSERT INTO ${ch.table(table)} FORMAT JSONEachRow`,
+      values: Readable.from([Buffer.from(text)], { objectMode: false }),
       clickhouse_settings: {
         insert_deduplication_token: token,
         deduplicate_blocks_in_dependent_materialized_views: 1,
       },
     })
+    result.stream.resume()
+    await finished(result.stream)
   }
 }
 
@@ -64,8 +68,8 @@ export async function runWriters(opts: WriterOptions): Promise<void> {
       table: 'telemetry',
       deadLetterPoison: true,
       rows: (msg: JsMsg) => {
-        const batch = decode(() => fromBinary(ReadingBatchSchema, msg.data), 'ReadingBatch')
-        return { id: batch.batchId || `seq-${msg.seq}`, rows: batch.readings.map(telemetryRow) }
+        const { batchId, rows, text } = decode(() => telemetryLines(msg.data), 'ReadingBatch')
+        return { id: batchId || `seq-${msg.seq}`, rows, text }
       },
     },
     {
@@ -76,7 +80,7 @@ export async function runWriters(opts: WriterOptions): Promise<void> {
       deadLetterPoison: false,
       rows: (msg: JsMsg) => {
         const rejected = decode(() => fromBinary(RejectedSchema, msg.data), 'Rejected')
-        return { id: `rejected-${msg.seq}`, rows: [rejectedRow(rejected, msg.seq)] }
+        return { id: `rejected-${msg.seq}`, ...jsonEachRow([rejectedRow(rejected, msg.seq)]) }
       },
     },
     {
@@ -86,7 +90,7 @@ export async function runWriters(opts: WriterOptions): Promise<void> {
       deadLetterPoison: true,
       rows: (msg: JsMsg) => {
         const batch = decode(() => fromBinary(InferenceBatchSchema, msg.data), 'InferenceBatch')
-        return { id: batch.batchId || `seq-${msg.seq}`, rows: batch.inferences.map(inferenceRow) }
+        return { id: batch.batchId || `seq-${msg.seq}`, ...jsonEachRow(batch.inferences.map(inferenceRow)) }
       },
     },
   ]
@@ -119,11 +123,15 @@ export async function runWriters(opts: WriterOptions): Promise<void> {
         // as a slow consumer until their ack wait runs out (measured: 20 s stalls). Held messages
         // still reach `inFlight`, pull after pull.
         prefetch: Math.min(inFlight, 256),
+        // And bounded by rows: large messages (500 readings each in the benchmark) would otherwise
+        // be decoded a million rows ahead, the heap and GC growing and messages outliving their
+        // ack wait (redelivered, inserted again) before an insert takes them.
+        ready: () => writer.room(),
         maxDeliver: Number.POSITIVE_INFINITY,
         deadLetterPoison: w.deadLetterPoison ?? true,
         handle: async (msg) => {
-          const { id, rows } = w.rows(msg)
-          if (rows.length > 0) await writer.write(id, rows, contextFromHeaders(msg.headers))
+          const { id, rows, text } = w.rows(msg)
+          if (rows > 0) await writer.write(id, text, rows, contextFromHeaders(msg.headers))
         },
       })
       writer.flush()

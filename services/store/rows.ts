@@ -57,3 +57,10 @@ export function rejectedRow(r: Rejected, seq: number) {
     seq,
   }
 }
+
+/** Row objects as JSONEachRow text, and how many. */
+export function jsonEachRow(rows: object[]): { rows: number; text: string } {
+  let text = ''
+  for (const row of rows) text += `${JSON.stringify(row)}\n`
+  return { rows: rows.length, text }
+}

@@ -34,8 +34,8 @@ export async function startStoreWriters(
   const writing = runWriters({
     js: bus.js,
     jsm: await jetstreamManager(bus.nc),
-    insert: async (table, rows, token) => {
-      await insert(table, rows, token)
+    insert: async (table, text, rows, token) => {
+      await insert(table, text, rows, token)
       wrote = true
     },
     log,

@@ -24,6 +24,7 @@ import { compactLatestTables } from './compaction.js'
 import { clickhouseInsert, runWriters } from './consumers.js'
 import { MIGRATIONS } from './migrations.js'
 import { applyRetention } from './retention.js'
+import { jsonEachRow } from './rows.js'
 import type { InsertRows } from './writer.js'
 
 const log = createLogger({ service: 'store', logLevel: 'silent' })
@@ -114,12 +115,12 @@ describe('store: JetStream → ClickHouse writer (embedded ClickHouse, real nats
     // ClickHouse fails the first three inserts; the writer must lose nothing.
     let failuresLeft = 3
     const real = clickhouseInsert(ch)
-    const flaky: InsertRows = async (table, rows, token) => {
+    const flaky: InsertRows = async (table, text, rows, token) => {
       if (failuresLeft > 0) {
         failuresLeft--
         throw new Error('connection refused (injected)')
       }
-      await real(table, rows, token)
+      await real(table, text, rows, token)
     }
     const registry = new Registry()
     const first = new AbortController()
@@ -298,9 +299,8 @@ describe('store service process', () => {
       await migrate(ch, MIGRATIONS, log)
       const insert = clickhouseInsert(ch)
       // Five inserts, each with a reading of every device: five rows per device before merges.
-      for (let round = 1; round <= 5; round++)
-        await insert(
-          'telemetry',
+      for (let round = 1; round <= 5; round++) {
+        const { text, rows } = jsonEachRow(
           Array.from({ length: 50 }, (_, d) => ({
             device_id: `c-${d}`,
             ts: toDateTime64(Date.UTC(2026, 0, 1, 0, round)),
@@ -310,8 +310,9 @@ describe('store service process', () => {
             seq: round,
             received_at: toDateTime64(Date.now()),
           })),
-          `compact-${round}`,
         )
+        await insert('telemetry', text, rows, `compact-${round}`)
+      }
       const rowsIn = async (table: string) =>
         Number(
           (

@@ -4,8 +4,11 @@ import type { Logger } from '../common/log.js'
 import { registeredOnce } from '../common/metrics.js'
 import { type Context, SpanKind, spanContextOf, startSpan } from '../common/tracing.js'
 
-/** Inserts rows into a table; resolves once ClickHouse has them. `token` makes a retry a no-op. */
-export type InsertRows = (table: string, rows: Record<string, unknown>[], token: string) => Promise<void>
+/**
+ * Inserts rows into a table, given as JSONEachRow text (`rows` lines); resolves once ClickHouse has
+ * them. `token` makes a retry a no-op.
+ */
+export type InsertRows = (table: string, text: string, rows: number, token: string) => Promise<void>
 
 export interface TableWriterOptions {
   table: string
@@ -14,12 +17,20 @@ export interface TableWriterOptions {
   registry: Registry
   /** Rows per insert at most (default 20,000). */
   maxRows?: number
-  /** How long the first waiting rows may wait for more (default 250 ms). */
+  /** How long the first waiting rows may wait for more (default 1 s). */
   lingerMs?: number
+  /**
+   * Rows that may wait for the next inserts (default 3 × maxRows): `room()` holds the consumer
+   * back beyond it. Enough to keep every insert full while one runs; more only grows the heap
+   * and the time a message waits for its ack.
+   */
+  maxWaitingRows?: number
 }
 
 interface Waiting {
-  rows: Record<string, unknown>[]
+  /** The message's rows, JSONEachRow lines. */
+  text: string
+  rows: number
   ids: string[]
   resolve: () => void
   reject: (err: Error) => void
@@ -44,6 +55,9 @@ export class TableWriter {
   private due = false
   private readonly maxRows: number
   private readonly lingerMs: number
+  private readonly maxWaitingRows: number
+  /** Consumers waiting for room (see `room()`). */
+  private roomWaiters: (() => void)[] = []
   private readonly inserted: Counter
   private readonly failures: Counter
   private readonly seconds: Histogram
@@ -51,6 +65,7 @@ export class TableWriter {
   constructor(private readonly opts: TableWriterOptions) {
     this.maxRows = opts.maxRows ?? 20_000
     this.lingerMs = opts.lingerMs ?? 1_000
+    this.maxWaitingRows = Math.max(this.maxRows, opts.maxWaitingRows ?? 3 * this.maxRows)
     this.inserted = registeredOnce(
       opts.registry,
       'vigil_store_rows_inserted_total',
@@ -87,14 +102,27 @@ export class TableWriter {
     )
   }
 
-  /** Queues the rows of one bus message (`id` is its batch id); resolves once they are inserted. */
-  write(id: string, rows: Record<string, unknown>[], trace?: Context): Promise<void> {
+  /**
+   * Queues the rows of one bus message (`id` is its batch id; `text` its `rows` JSONEachRow lines);
+   * resolves once they are inserted.
+   */
+  write(id: string, text: string, rows: number, trace?: Context): Promise<void> {
     return new Promise((resolve, reject) => {
-      this.waiting.push({ rows, ids: [id], resolve, reject, trace })
-      this.rowCount += rows.length
+      this.waiting.push({ text, rows, ids: [id], resolve, reject, trace })
+      this.rowCount += rows
       if (this.rowCount >= this.maxRows) this.flush()
       else this.timer ??= setTimeout(() => this.flush(), this.lingerMs)
     })
+  }
+
+  /**
+   * Resolves when fewer than `maxWaitingRows` rows wait (undefined when there is room now), so a
+   * consumer stops taking messages while enough rows wait for the next inserts. Rows only leave
+   * by an insert, and one is running or due whenever `maxRows` wait, so the wait always ends.
+   */
+  room(): Promise<void> | undefined {
+    if (this.rowCount < this.maxWaitingRows) return undefined
+    return new Promise((resolve) => this.roomWaiters.push(resolve))
   }
 
   /**
@@ -114,13 +142,15 @@ export class TableWriter {
     let taken = 0
     while (
       take < this.waiting.length &&
-      (take === 0 || taken + (this.waiting[take] as Waiting).rows.length <= this.maxRows)
+      (take === 0 || taken + (this.waiting[take] as Waiting).rows <= this.maxRows)
     )
-      taken += (this.waiting[take++] as Waiting).rows.length
+      taken += (this.waiting[take++] as Waiting).rows
     const group = this.waiting.splice(0, take)
     this.rowCount -= taken
+    if (this.rowCount < this.maxWaitingRows) for (const go of this.roomWaiters.splice(0)) go()
     this.inserting = true
-    const rows = group.flatMap((w) => w.rows)
+    const rows = taken
+    const text = group.map((w) => w.text).join('')
     const token = createHash('sha256')
       .update(
         group
@@ -141,25 +171,22 @@ export class TableWriter {
         const sc = spanContextOf(c)
         return sc ? [{ context: sc }] : []
       }),
-      attributes: { 'db.system': 'clickhouse', 'db.collection.name': table, 'vigil.rows': rows.length },
+      attributes: { 'db.system': 'clickhouse', 'db.collection.name': table, 'vigil.rows': rows },
     })
     this.opts
-      .insert(table, rows, token)
+      .insert(table, text, rows, token)
       .then(
         () => {
           span?.end()
           this.seconds.observe({ table }, Number(process.hrtime.bigint() - started) / 1e9)
-          this.inserted.inc({ table }, rows.length)
+          this.inserted.inc({ table }, rows)
           for (const w of group) w.resolve()
         },
         (err: Error) => {
           span?.recordException(err)
           span?.end()
           this.failures.inc({ table })
-          this.opts.log.warn(
-            { table, rows: rows.length, err: err.message },
-            'insert failed; messages will be redelivered',
-          )
+          this.opts.log.warn({ table, rows, err: err.message }, 'insert failed; messages will be redelivered')
           for (const w of group) w.reject(err)
         },
       )

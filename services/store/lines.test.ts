@@ -1,0 +1,163 @@
+import assert from 'node:assert/strict'
+import { describe, it } from 'node:test'
+import { create, fromBinary, toBinary } from '@bufbuild/protobuf'
+import { BinaryWriter, WireType } from '@bufbuild/protobuf/wire'
+import { timestampFromDate } from '@bufbuild/protobuf/wkt'
+import { type Reading, ReadingBatchSchema, ReadingSchema } from '../../gen/vigil/telemetry/v1/telemetry_pb.js'
+import { telemetryLines } from './lines.js'
+import { telemetryRow } from './rows.js'
+
+/** What the writer inserted before: protobuf-es's decoding, the row object, JSON.stringify. */
+function expectedLines(bytes: Uint8Array): string {
+  return fromBinary(ReadingBatchSchema, bytes)
+    .readings.map((r) => `${JSON.stringify(telemetryRow(r))}\n`)
+    .join('')
+}
+
+function batchOf(readings: Reading[], batchId = 'b-1'): Uint8Array {
+  return toBinary(ReadingBatchSchema, create(ReadingBatchSchema, { batchId, readings, source: 'test' }))
+}
+
+/** A pseudo-random generator with a seed, so a failure repeats. */
+function random(seed: number): () => number {
+  let s = seed
+  return () => {
+    s = (Math.imul(s, 1103515245) + 12345) >>> 0
+    return s / 2 ** 32
+  }
+}
+
+describe('store: JSONEachRow lines straight from ReadingBatch bytes', () => {
+  it('writes exactly the lines of the row objects, for awkward readings', () => {
+    const readings = [
+      create(ReadingSchema, {
+        eventId: 'abc-123:seq:7',
+        deviceId: 'abc-123',
+        ts: timestampFromDate(new Date('2025-08-26T12:34:56.789Z')),
+        sensors: {
+          temp: 26.1,
+          humidity: -58.3,
+          zero: 0,
+          nan: Number.NaN,
+          inf: -Infinity,
+          big: 1e308,
+          tiny: 5e-324,
+        },
+        meta: { fw: '1.0.7', site: 'HYD-PLANT-2', empty: '', unicode: 'Zürich ✓ 😀' },
+        seq: 18446744073709551615n,
+        receivedAt: timestampFromDate(new Date('2025-08-26T12:34:57Z')),
+      }),
+      create(ReadingSchema, {
+        eventId: 'quote"back\\slash\nnew\tline\u0001\u007f\u2028',
+        deviceId: '"; DROP TABLE telemetry; --',
+        sensors: { 'a"b': 1, 'c\\d': 2, [`long-${'x'.repeat(300)}`]: 3 },
+        meta: { [`k-${'é'.repeat(200)}`]: `v-${'y'.repeat(500)}` },
+        seq: 9007199254740993n,
+      }),
+      create(ReadingSchema, { deviceId: 'minimal', sensors: { t: 1 } }),
+      create(ReadingSchema, { ts: { seconds: -62135596800n, nanos: 0 } }),
+      create(ReadingSchema, {
+        ts: { seconds: -1n, nanos: 999_999_999 },
+        receivedAt: { seconds: 0n, nanos: 1 },
+      }),
+      create(ReadingSchema, { ts: { seconds: 4_102_444_800n, nanos: 5_000_000 }, seq: 562949953421312n }),
+      create(ReadingSchema),
+    ]
+    const bytes = batchOf(readings)
+    const { batchId, rows, text } = telemetryLines(bytes)
+    assert.equal(batchId, 'b-1')
+    assert.equal(rows, readings.length)
+    assert.equal(text, expectedLines(bytes))
+    assert.deepEqual(telemetryLines(batchOf([], '')), { batchId: '', rows: 0, text: '' })
+  })
+
+  it('writes exactly the lines of the row objects, for 2,000 random readings', () => {
+    const next = random(42)
+    const alphabet = ['a', 'Z', '0', '-', ':', '"', '\\', '\n', '\u0000', 'é', '✓', '😀', ' ', '/']
+    const text = (max: number) =>
+      Array.from(
+        { length: Math.floor(next() * max) },
+        () => alphabet[Math.floor(next() * alphabet.length)],
+      ).join('')
+    const base = Date.UTC(2026, 0, 1)
+    const readings = Array.from({ length: 2_000 }, (_, i) =>
+      create(ReadingSchema, {
+        eventId: `${text(12)}:seq:${i}`,
+        deviceId: `dev-${Math.floor(next() * 50)}${i % 7 === 0 ? text(4) : ''}`,
+        ts: timestampFromDate(new Date(base + Math.floor(next() * 86_400_000 * 400))),
+        sensors: Object.fromEntries(
+          Array.from({ length: Math.floor(next() * 6) }, (_, k) => [
+            `s${k}${text(3)}`,
+            (next() - 0.5) * 10 ** Math.floor(next() * 12),
+          ]),
+        ),
+        meta: next() < 0.5 ? { site: `site-${Math.floor(next() * 5)}`, note: text(20) } : {},
+        seq: BigInt(Math.floor(next() * 2 ** 53)) * BigInt(1 + Math.floor(next() * 2000)),
+        receivedAt: next() < 0.9 ? timestampFromDate(new Date(base + Math.floor(next() * 1e9))) : undefined,
+      }),
+    )
+    for (let at = 0; at < readings.length; at += 250) {
+      const bytes = batchOf(readings.slice(at, at + 250), `b-${at}`)
+      assert.equal(telemetryLines(bytes).text, expectedLines(bytes))
+    }
+  })
+
+  it('skips unknown fields and keeps the last value of a repeated map key, as Protobuf does', () => {
+    const reading = toBinary(
+      ReadingSchema,
+      create(ReadingSchema, {
+        eventId: 'e1',
+        deviceId: 'd1',
+        sensors: { temp: 1, hum: 2 },
+        meta: { fw: 'a' },
+      }),
+    )
+    const later = toBinary(ReadingSchema, create(ReadingSchema, { sensors: { temp: 3 }, meta: { fw: 'b' } }))
+    const unknown = new BinaryWriter()
+      .tag(15, WireType.Varint)
+      .uint64(12345678901234n)
+      .tag(16, WireType.Bit32)
+      .fixed32(7)
+      .tag(17, WireType.LengthDelimited)
+      .bytes(new Uint8Array([1, 2, 3]))
+      .tag(18, WireType.Bit64)
+      .double(1.5)
+      .finish()
+    // One Reading made of three encodings one after the other: Protobuf merges them.
+    const merged = new Uint8Array([...reading, ...unknown, ...later])
+    const bytes = new BinaryWriter()
+      .tag(2, WireType.LengthDelimited)
+      .bytes(merged)
+      .tag(9, WireType.LengthDelimited)
+      .string('unknown batch field')
+      .tag(1, WireType.LengthDelimited)
+      .string('b-merged')
+      .finish()
+    const { batchId, text } = telemetryLines(bytes)
+    assert.equal(batchId, 'b-merged')
+    assert.equal(text, expectedLines(bytes))
+    assert.match(text, /"sensors":\{"temp":3,"hum":2\},"meta":\{"fw":"b"\}/)
+  })
+
+  it('refuses malformed bytes instead of writing a wrong row', () => {
+    const bytes = batchOf([create(ReadingSchema, { eventId: 'e', deviceId: 'd', sensors: { t: 1 } })])
+    // Cut anywhere: where protobuf-es refuses the bytes so does this; where they still parse (a cut
+    // between fields), the lines are the same.
+    let refused = 0
+    for (let cut = 1; cut < bytes.length; cut++) {
+      const part = bytes.subarray(0, cut)
+      let expected: string
+      try {
+        expected = expectedLines(part)
+      } catch {
+        assert.throws(() => telemetryLines(part), `cut at ${cut} of ${bytes.length}`)
+        refused++
+        continue
+      }
+      assert.equal(telemetryLines(part).text, expected)
+    }
+    assert.ok(refused > bytes.length / 2)
+    assert.throws(() => telemetryLines(new TextEncoder().encode('not protobuf \u0000\u00ff')))
+    assert.throws(() => telemetryLines(new Uint8Array([0x12, 0x02, 0x0f, 0x00])), /wire type/)
+  })
+})
