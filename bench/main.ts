@@ -28,7 +28,7 @@ switch (suite) {
     })
     break
   case 'store':
-    await benchStore({ rows: flag(args, 'rows', 1_000_000), devices: flag(args, 'devices', 10_000) })
+    await benchStore({ rows: flag(args, 'rows', 10_000_000), devices: flag(args, 'devices', 10_000) })
     break
   case 'inference':
     await benchInference({ seconds: flag(args, 'seconds', 5), readings: flag(args, 'readings', 200_000) })

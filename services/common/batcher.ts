@@ -44,7 +44,6 @@ interface Pending {
   callbacks: StoredCallback[]
   /** The readings' spans (tracing on). */
   spans: SpanContext[]
-  timer: NodeJS.Timeout | undefined
 }
 
 /** Links from a batch's span to its readings, at most (the rest are counted in an attribute). */
@@ -74,7 +73,6 @@ export class ReadingBatcher {
       readings: [],
       callbacks: [],
       spans: [],
-      timer: undefined,
     }))
     this.metrics = busMetrics(opts.registry)
   }
@@ -97,7 +95,7 @@ export class ReadingBatcher {
     if (spanContext) part.spans.push(spanContext)
     this.inFlight++
     if (part.readings.length >= this.maxBatch) this.flushPartition(p)
-    else part.timer ??= setTimeout(() => this.flushPartition(p), this.lingerMs)
+    else this.timer ??= setTimeout(this.flushAll, this.lingerMs)
   }
 
   /** Adds a reading and resolves when it is stored. */
@@ -107,9 +105,23 @@ export class ReadingBatcher {
     )
   }
 
+  /**
+   * One linger timer for all partitions: when it fires every partition's batch goes, so their
+   * publishes leave in one socket write instead of one write per partition (measured: the bridge's
+   * writes to nats-server were a tenth of its CPU). A batch may so wait less than the linger time,
+   * never more.
+   */
+  private timer: NodeJS.Timeout | undefined
+
+  private readonly flushAll = (): void => {
+    clearTimeout(this.timer)
+    this.timer = undefined
+    for (let p = 0; p < this.partitions.length; p++) this.flushPartition(p)
+  }
+
   /** Publishes everything waiting now and resolves when every batch in flight is stored. */
   async flush(): Promise<void> {
-    for (let p = 0; p < this.partitions.length; p++) this.flushPartition(p)
+    this.flushAll()
     while (this.inFlightBatches.size > 0) await Promise.allSettled([...this.inFlightBatches])
   }
 
@@ -121,8 +133,6 @@ export class ReadingBatcher {
 
   private flushPartition(p: number): void {
     const part = this.partitions[p]!
-    if (part.timer) clearTimeout(part.timer)
-    part.timer = undefined
     if (part.readings.length === 0) return
     const readings = part.readings
     const callbacks = part.callbacks

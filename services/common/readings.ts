@@ -1,6 +1,6 @@
 import { isUtf8 } from 'node:buffer'
-import { create, fromBinary, fromJson, type JsonValue } from '@bufbuild/protobuf'
-import { type Timestamp, TimestampSchema } from '@bufbuild/protobuf/wkt'
+import { fromBinary, fromJson, type JsonValue } from '@bufbuild/protobuf'
+import type { Timestamp } from '@bufbuild/protobuf/wkt'
 import { type Reading, ReadingSchema, RejectReason } from '../../gen/vigil/telemetry/v1/telemetry_pb.js'
 import type { Violation } from './errors.js'
 import { normalizeSensorName, validatePayloadSize, validateReading } from './validation.js'
@@ -104,7 +104,15 @@ const RFC3339 = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d
  * so both paths accept and refuse exactly the same documents.
  */
 function readingFromPlainJson(json: { [k: string]: JsonValue }): Reading | undefined {
-  const reading = create(ReadingSchema)
+  // The message as protobuf-es's create() makes it, without its walk over the schema.
+  const reading: Reading = {
+    $typeName: 'vigil.telemetry.v1.Reading',
+    eventId: '',
+    deviceId: '',
+    sensors: {},
+    meta: {},
+    seq: 0n,
+  }
   for (const key in json) {
     const value = json[key]
     switch (key) {
@@ -122,10 +130,19 @@ function readingFromPlainJson(json: { [k: string]: JsonValue }): Reading | undef
         if (typeof value !== 'string' || !RFC3339.test(value)) return undefined
         const ms = Date.parse(value)
         if (Number.isNaN(ms)) return undefined
-        const frac = /\.(\d{1,9})/.exec(value)?.[1] ?? ''
-        const nanos = Number(frac.padEnd(9, '0'))
-        const seconds = Math.floor(ms / 1000)
-        reading.ts = create(TimestampSchema, { seconds: BigInt(seconds), nanos })
+        // The fraction's digits, exactly (Date.parse keeps milliseconds only): RFC3339 placed
+        // them after the seconds, at index 19.
+        let nanos = 0
+        if (value.charCodeAt(19) === 0x2e) {
+          let scale = 100_000_000
+          for (let k = 20; k < 29; k++) {
+            const digit = value.charCodeAt(k) - 0x30
+            if (digit < 0 || digit > 9) break
+            nanos += digit * scale
+            scale /= 10
+          }
+        }
+        reading.ts = { $typeName: 'google.protobuf.Timestamp', seconds: BigInt(Math.floor(ms / 1000)), nanos }
         break
       }
       case 'sensors': {
