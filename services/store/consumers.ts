@@ -2,7 +2,7 @@ import { Readable } from 'node:stream'
 import { finished } from 'node:stream/promises'
 import { fromBinary } from '@bufbuild/protobuf'
 import type { Registry } from 'prom-client'
-import { InferenceBatchSchema, RejectedSchema } from '../../gen/vigil/telemetry/v1/telemetry_pb.js'
+import { RejectedSchema } from '../../gen/vigil/telemetry/v1/telemetry_pb.js'
 import type { ClickHouse } from '../common/clickhouse.js'
 import type { Logger } from '../common/log.js'
 import {
@@ -16,8 +16,8 @@ import {
   runConsumer,
 } from '../common/nats.js'
 import { contextFromHeaders } from '../common/tracing.js'
-import { telemetryLines } from './lines.js'
-import { inferenceRow, jsonEachRow, rejectedRow } from './rows.js'
+import { inferenceLines, telemetryLines } from './lines.js'
+import { jsonEachRow, rejectedRow } from './rows.js'
 import { type InsertRows, TableWriter } from './writer.js'
 
 /**
@@ -89,8 +89,8 @@ export async function runWriters(opts: WriterOptions): Promise<void> {
       table: 'inferences',
       deadLetterPoison: true,
       rows: (msg: JsMsg) => {
-        const batch = decode(() => fromBinary(InferenceBatchSchema, msg.data), 'InferenceBatch')
-        return { id: batch.batchId || `seq-${msg.seq}`, ...jsonEachRow(batch.inferences.map(inferenceRow)) }
+        const { batchId, rows, text } = decode(() => inferenceLines(msg.data), 'InferenceBatch')
+        return { id: batchId || `seq-${msg.seq}`, rows, text }
       },
     },
   ]

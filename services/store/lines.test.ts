@@ -3,9 +3,16 @@ import { describe, it } from 'node:test'
 import { create, fromBinary, toBinary } from '@bufbuild/protobuf'
 import { BinaryWriter, WireType } from '@bufbuild/protobuf/wire'
 import { timestampFromDate } from '@bufbuild/protobuf/wkt'
-import { type Reading, ReadingBatchSchema, ReadingSchema } from '../../gen/vigil/telemetry/v1/telemetry_pb.js'
-import { telemetryLines } from './lines.js'
-import { telemetryRow } from './rows.js'
+import {
+  type Inference,
+  InferenceBatchSchema,
+  InferenceSchema,
+  type Reading,
+  ReadingBatchSchema,
+  ReadingSchema,
+} from '../../gen/vigil/telemetry/v1/telemetry_pb.js'
+import { inferenceLines, telemetryLines } from './lines.js'
+import { inferenceRow, telemetryRow } from './rows.js'
 
 /** What the writer inserted before: protobuf-es's decoding, the row object, JSON.stringify. */
 function expectedLines(bytes: Uint8Array): string {
@@ -159,5 +166,132 @@ describe('store: JSONEachRow lines straight from ReadingBatch bytes', () => {
     assert.ok(refused > bytes.length / 2)
     assert.throws(() => telemetryLines(new TextEncoder().encode('not protobuf \u0000\u00ff')))
     assert.throws(() => telemetryLines(new Uint8Array([0x12, 0x02, 0x0f, 0x00])), /wire type/)
+  })
+})
+
+function expectedInferenceLines(bytes: Uint8Array): string {
+  return fromBinary(InferenceBatchSchema, bytes)
+    .inferences.map((i) => `${JSON.stringify(inferenceRow(i))}\n`)
+    .join('')
+}
+
+function inferenceBatchOf(inferences: Inference[], batchId = 'i-1'): Uint8Array {
+  return toBinary(InferenceBatchSchema, create(InferenceBatchSchema, { batchId, inferences }))
+}
+
+describe('store: JSONEachRow lines straight from InferenceBatch bytes', () => {
+  it('writes exactly the lines of the row objects, for awkward and random inferences', () => {
+    const next = random(7)
+    const words = ['temp', 'hum"id', 'vib\\x', 'ü✓', 'high', 'low', '']
+    const word = () => words[Math.floor(next() * words.length)] as string
+    const num = () => (next() < 0.05 ? Number.NaN : (next() - 0.3) * 10 ** Math.floor(next() * 8))
+    const inferences: Inference[] = [
+      create(InferenceSchema),
+      create(InferenceSchema, {
+        eventId: 'e"1\n',
+        deviceId: 'd-1',
+        ts: timestampFromDate(new Date('2025-08-26T12:34:56.789Z')),
+        score: 0.97,
+        label: 'ALERT',
+        anomalies: [
+          { name: 'temp', severity: 'high', ratio: 9.5 },
+          { name: 'vibration', severity: 'medium', ratio: 3 },
+        ],
+        explain: {
+          shapTop: [
+            { name: 'temp', contribution: 0.8, value: 41 },
+            { name: 'hum', contribution: -0.1, value: 2 },
+          ],
+          spe: 12.5,
+          speLimit: 3.25,
+          t2: Number.POSITIVE_INFINITY,
+          t2Limit: 9,
+        },
+        model: { name: 'fleet/default', version: 4_294_967_295 },
+        inferredAt: { seconds: 1_764_000_000n, nanos: 123_456_789 },
+        features: { temp: 41, hum: 2, 'b"ad': -0 },
+      }),
+      ...Array.from({ length: 1_000 }, (_, i) =>
+        create(InferenceSchema, {
+          eventId: `dev-${i % 40}:seq:${i}`,
+          deviceId: `dev-${i % 40}`,
+          ts: timestampFromDate(new Date(Date.UTC(2026, 0, 1) + Math.floor(next() * 1e10))),
+          score: next(),
+          label: ['OK', 'WARN', 'ALERT'][i % 3] as string,
+          anomalies: Array.from({ length: Math.floor(next() * 3) }, () => ({
+            name: word(),
+            severity: word(),
+            ratio: num(),
+          })),
+          explain:
+            next() < 0.8
+              ? {
+                  shapTop: Array.from({ length: Math.floor(next() * 4) }, () => ({
+                    name: word(),
+                    contribution: num(),
+                    value: num(),
+                  })),
+                  spe: num(),
+                  speLimit: num(),
+                  t2: num(),
+                  t2Limit: num(),
+                }
+              : undefined,
+          model: next() < 0.9 ? { name: word(), version: Math.floor(next() * 100) } : undefined,
+          inferredAt: next() < 0.9 ? timestampFromDate(new Date(Date.UTC(2026, 0, 2) + i)) : undefined,
+          features: Object.fromEntries(
+            Array.from({ length: Math.floor(next() * 5) }, (_, k) => [`f${k}${word()}`, num()]),
+          ),
+        }),
+      ),
+    ]
+    for (let at = 0; at < inferences.length; at += 200) {
+      const bytes = inferenceBatchOf(inferences.slice(at, at + 200), `i-${at}`)
+      const { batchId, rows, text } = inferenceLines(bytes)
+      assert.equal(batchId, `i-${at}`)
+      assert.equal(rows, Math.min(200, inferences.length - at))
+      assert.equal(text, expectedInferenceLines(bytes))
+    }
+  })
+
+  it('merges a repeated explanation and model as Protobuf does, and refuses malformed bytes', () => {
+    const first = toBinary(
+      InferenceSchema,
+      create(InferenceSchema, {
+        eventId: 'e',
+        explain: { shapTop: [{ name: 'a', contribution: 1 }], spe: 1, t2: 2 },
+        model: { name: 'm', version: 1 },
+        ts: { seconds: 100n, nanos: 5_000_000 },
+      }),
+    )
+    const second = toBinary(
+      InferenceSchema,
+      create(InferenceSchema, {
+        explain: { shapTop: [{ name: 'b', contribution: 2 }], spe: 3 },
+        model: { version: 2 },
+        ts: { seconds: 200n },
+      }),
+    )
+    const bytes = new BinaryWriter()
+      .tag(2, WireType.LengthDelimited)
+      .bytes(new Uint8Array([...first, ...second]))
+      .finish()
+    assert.equal(inferenceLines(bytes).text, expectedInferenceLines(bytes))
+    assert.match(
+      inferenceLines(bytes).text,
+      /"explain_names":\["a","b"\].*"spe":3,.*"t2":2,.*"model_name":"m","model_version":2/,
+    )
+    const whole = inferenceBatchOf([create(InferenceSchema, { eventId: 'e', label: 'OK', score: 0.5 })])
+    for (let cut = 1; cut < whole.length; cut++) {
+      const part = whole.subarray(0, cut)
+      let expected: string
+      try {
+        expected = expectedInferenceLines(part)
+      } catch {
+        assert.throws(() => inferenceLines(part), `cut at ${cut}`)
+        continue
+      }
+      assert.equal(inferenceLines(part).text, expected)
+    }
   })
 })
