@@ -95,8 +95,9 @@ function readEntry<V>(
 const readDouble = (r: BinaryReader) => r.double()
 const readString = (r: BinaryReader) => r.string()
 
-function readReading(r: BinaryReader, end: number): Reading {
-  const reading: Reading = {
+/** A Reading with every field at its zero value, as protobuf-es's create() makes it, without its walk over the schema. */
+export function emptyReading(): Reading {
+  return {
     $typeName: 'vigil.telemetry.v1.Reading',
     eventId: '',
     deviceId: '',
@@ -104,6 +105,10 @@ function readReading(r: BinaryReader, end: number): Reading {
     meta: {},
     seq: 0n,
   }
+}
+
+function readReading(r: BinaryReader, end: number): Reading {
+  const reading = emptyReading()
   while (r.pos < end) {
     const [no, wt] = r.tag()
     if (wt === WireType.LengthDelimited) {
@@ -159,37 +164,47 @@ export interface ScoringReading {
   tsBytes: Uint8Array | undefined
 }
 
-// Device ids, sensor names and sites repeat in every batch: map their bytes to the string made the
-// first time (FNV-1a over the bytes, then a byte comparison), so decoding makes no new strings.
-const STRING_CACHE_MAX = 50_000
-const strings = new Map<number, { bytes: Uint8Array; text: string }[]>()
-let stringCount = 0
-const textDecoder = new TextDecoder()
+/**
+ * Strings made from byte ranges, remembered by their bytes (FNV-1a, then a byte comparison), for
+ * text that repeats from message to message (device ids, sensor names, sites): a hit makes no new
+ * string. Ranges over 128 bytes are not kept. Bounded; cleared when full.
+ */
+export class ByteStringCache {
+  private readonly buckets = new Map<number, { bytes: Uint8Array; text: string }[]>()
+  private size = 0
 
-function cachedString(buf: Uint8Array, start: number, end: number): string {
-  const n = end - start
-  if (n > 128) return textDecoder.decode(buf.subarray(start, end))
-  let h = 0x811c9dc5
-  for (let k = start; k < end; k++) h = Math.imul(h ^ (buf[k] as number), 0x01000193)
-  const bucket = strings.get(h)
-  if (bucket) {
-    outer: for (const e of bucket) {
-      if (e.bytes.length !== n) continue
-      for (let k = 0; k < n; k++) if (e.bytes[k] !== buf[start + k]) continue outer
-      return e.text
+  constructor(
+    private readonly make: (buf: Uint8Array, start: number, end: number) => string,
+    private readonly max = 50_000,
+  ) {}
+
+  get(buf: Uint8Array, start: number, end: number): string {
+    const n = end - start
+    if (n > 128) return this.make(buf, start, end)
+    let h = 0x811c9dc5
+    for (let k = start; k < end; k++) h = Math.imul(h ^ (buf[k] as number), 0x01000193)
+    const bucket = this.buckets.get(h)
+    if (bucket) {
+      outer: for (const e of bucket) {
+        if (e.bytes.length !== n) continue
+        for (let k = 0; k < n; k++) if (e.bytes[k] !== buf[start + k]) continue outer
+        return e.text
+      }
     }
+    if (this.size >= this.max) {
+      this.buckets.clear()
+      this.size = 0
+    }
+    const entry = { bytes: buf.slice(start, end), text: this.make(buf, start, end) }
+    if (bucket) bucket.push(entry)
+    else this.buckets.set(h, [entry])
+    this.size++
+    return entry.text
   }
-  if (stringCount >= STRING_CACHE_MAX) {
-    strings.clear()
-    stringCount = 0
-  }
-  const bytes = buf.slice(start, end)
-  const text = textDecoder.decode(bytes)
-  if (bucket) bucket.push({ bytes, text })
-  else strings.set(h, [{ bytes, text }])
-  stringCount++
-  return text
 }
+
+const textDecoder = new TextDecoder()
+const strings = new ByteStringCache((buf, start, end) => textDecoder.decode(buf.subarray(start, end)))
 
 /** Reads a length-delimited string through the cache. */
 function readCachedString(r: BinaryReader, buf: Uint8Array): string {
@@ -197,7 +212,7 @@ function readCachedString(r: BinaryReader, buf: Uint8Array): string {
   const start = r.pos
   r.pos += len
   if (r.pos > r.len) throw new Error('premature end of a string')
-  return cachedString(buf, start, r.pos)
+  return strings.get(buf, start, r.pos)
 }
 
 /**

@@ -2,6 +2,7 @@ import { isUtf8 } from 'node:buffer'
 import { fromBinary, fromJson, type JsonValue } from '@bufbuild/protobuf'
 import type { Timestamp } from '@bufbuild/protobuf/wkt'
 import { type Reading, ReadingSchema, RejectReason } from '../../gen/vigil/telemetry/v1/telemetry_pb.js'
+import { emptyReading } from './codec.js'
 import type { Violation } from './errors.js'
 import { normalizeSensorName, validatePayloadSize, validateReading } from './validation.js'
 
@@ -104,15 +105,7 @@ const RFC3339 = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d
  * so both paths accept and refuse exactly the same documents.
  */
 function readingFromPlainJson(json: { [k: string]: JsonValue }): Reading | undefined {
-  // The message as protobuf-es's create() makes it, without its walk over the schema.
-  const reading: Reading = {
-    $typeName: 'vigil.telemetry.v1.Reading',
-    eventId: '',
-    deviceId: '',
-    sensors: {},
-    meta: {},
-    seq: 0n,
-  }
+  const reading = emptyReading()
   for (const key in json) {
     const value = json[key]
     switch (key) {

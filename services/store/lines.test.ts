@@ -25,6 +25,31 @@ function batchOf(readings: Reading[], batchId = 'b-1'): Uint8Array {
   return toBinary(ReadingBatchSchema, create(ReadingBatchSchema, { batchId, readings, source: 'test' }))
 }
 
+/**
+ * Cuts the bytes at every length: where protobuf-es refuses the cut bytes so must `lines`; where
+ * they still parse (a cut between fields), the lines are the same. Returns how many cuts were refused.
+ */
+function sameOnEveryCut(
+  bytes: Uint8Array,
+  expected: (bytes: Uint8Array) => string,
+  lines: (bytes: Uint8Array) => { text: string },
+): number {
+  let refused = 0
+  for (let cut = 1; cut < bytes.length; cut++) {
+    const part = bytes.subarray(0, cut)
+    let want: string
+    try {
+      want = expected(part)
+    } catch {
+      assert.throws(() => lines(part), `cut at ${cut} of ${bytes.length}`)
+      refused++
+      continue
+    }
+    assert.equal(lines(part).text, want, `cut at ${cut} of ${bytes.length}`)
+  }
+  return refused
+}
+
 /** A pseudo-random generator with a seed, so a failure repeats. */
 function random(seed: number): () => number {
   let s = seed
@@ -148,22 +173,8 @@ describe('store: JSONEachRow lines straight from ReadingBatch bytes', () => {
 
   it('refuses malformed bytes instead of writing a wrong row', () => {
     const bytes = batchOf([create(ReadingSchema, { eventId: 'e', deviceId: 'd', sensors: { t: 1 } })])
-    // Cut anywhere: where protobuf-es refuses the bytes so does this; where they still parse (a cut
-    // between fields), the lines are the same.
-    let refused = 0
-    for (let cut = 1; cut < bytes.length; cut++) {
-      const part = bytes.subarray(0, cut)
-      let expected: string
-      try {
-        expected = expectedLines(part)
-      } catch {
-        assert.throws(() => telemetryLines(part), `cut at ${cut} of ${bytes.length}`)
-        refused++
-        continue
-      }
-      assert.equal(telemetryLines(part).text, expected)
-    }
-    assert.ok(refused > bytes.length / 2)
+    const refused = sameOnEveryCut(bytes, expectedLines, telemetryLines)
+    assert.ok(refused > bytes.length / 2, `only ${refused} cuts refused`)
     assert.throws(() => telemetryLines(new TextEncoder().encode('not protobuf \u0000\u00ff')))
     assert.throws(() => telemetryLines(new Uint8Array([0x12, 0x02, 0x0f, 0x00])), /wire type/)
   })
@@ -282,16 +293,6 @@ describe('store: JSONEachRow lines straight from InferenceBatch bytes', () => {
       /"explain_names":\["a","b"\].*"spe":3,.*"t2":2,.*"model_name":"m","model_version":2/,
     )
     const whole = inferenceBatchOf([create(InferenceSchema, { eventId: 'e', label: 'OK', score: 0.5 })])
-    for (let cut = 1; cut < whole.length; cut++) {
-      const part = whole.subarray(0, cut)
-      let expected: string
-      try {
-        expected = expectedInferenceLines(part)
-      } catch {
-        assert.throws(() => inferenceLines(part), `cut at ${cut}`)
-        continue
-      }
-      assert.equal(inferenceLines(part).text, expected)
-    }
+    assert.ok(sameOnEveryCut(whole, expectedInferenceLines, inferenceLines) > 0)
   })
 })

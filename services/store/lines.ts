@@ -1,5 +1,6 @@
 import { WireType } from '@bufbuild/protobuf/wire'
 import { toDateTime64 } from '../common/clickhouse.js'
+import { ByteStringCache } from '../common/codec.js'
 
 // The store writes every reading and every inference once, and on this 2-core machine the
 // JavaScript it spends per row is taken from ClickHouse's inserts running beside it. Decoding a
@@ -12,10 +13,8 @@ import { toDateTime64 } from '../common/clickhouse.js'
 const utf8 = new TextDecoder()
 
 // Device ids, sensor names and meta values repeat from row to row: their JSON text (quoted and
-// escaped) is kept by their bytes (FNV-1a, then a byte comparison). Bounded; cleared when full.
-const CACHE_MAX = 50_000
-const quoted = new Map<number, { bytes: Uint8Array; json: string }[]>()
-let cached = 0
+// escaped) is remembered by their bytes.
+const quoted = new ByteStringCache((buf, start, end) => jsonString(buf, start, end))
 
 /** The JSON string literal of UTF-8 bytes `buf[start, end)`. */
 function jsonString(buf: Uint8Array, start: number, end: number): string {
@@ -28,31 +27,6 @@ function jsonString(buf: Uint8Array, start: number, end: number): string {
   return `"${String.fromCharCode.apply(null, buf.subarray(start, end) as unknown as number[])}"`
 }
 
-function cachedJsonString(buf: Uint8Array, start: number, end: number): string {
-  const n = end - start
-  if (n > 128) return jsonString(buf, start, end)
-  let h = 0x811c9dc5
-  for (let k = start; k < end; k++) h = Math.imul(h ^ (buf[k] as number), 0x01000193)
-  const bucket = quoted.get(h)
-  if (bucket) {
-    outer: for (const e of bucket) {
-      if (e.bytes.length !== n) continue
-      for (let k = 0; k < n; k++) if (e.bytes[k] !== buf[start + k]) continue outer
-      return e.json
-    }
-  }
-  if (cached >= CACHE_MAX) {
-    quoted.clear()
-    cached = 0
-  }
-  const json = jsonString(buf, start, end)
-  const entry = { bytes: buf.slice(start, end), json }
-  if (bucket) bucket.push(entry)
-  else quoted.set(h, [entry])
-  cached++
-  return json
-}
-
 /**
  * A cursor over Protobuf bytes, for the few wire types these messages use. Hand-rolled rather than
  * BinaryReader, whose `tag()` makes an array per field: the store reads ~20 fields a reading.
@@ -62,6 +36,14 @@ class Wire {
   private readonly view: DataView
   constructor(readonly buf: Uint8Array) {
     this.view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength)
+  }
+  /** The wire type of the field `field()` read last. */
+  wireType = 0
+  /** Reads a field's tag: its number, its wire type into `wireType`. */
+  field(): number {
+    const tag = this.varint()
+    this.wireType = tag & 7
+    return Math.floor(tag / 8)
   }
   /** A varint that must fit 2^53 exactly (field tags, lengths); anything longer throws. */
   varint(): number {
@@ -122,7 +104,7 @@ class Wire {
     const end = this.end()
     const start = this.pos
     this.pos = end
-    return cache ? cachedJsonString(this.buf, start, end) : jsonString(this.buf, start, end)
+    return cache ? quoted.get(this.buf, start, end) : jsonString(this.buf, start, end)
   }
 }
 
@@ -142,9 +124,8 @@ const time = (): Time => ({ seconds: 0, nanos: 0 })
 function readTime(w: Wire, t: Time): void {
   const end = w.end()
   while (w.pos < end) {
-    const tag = w.varint()
-    const no = Math.floor(tag / 8)
-    const wt = tag & 7
+    const no = w.field()
+    const wt = w.wireType
     if (no === 1 && wt === WireType.Varint) t.seconds = w.signed()
     else if (no === 2 && wt === WireType.Varint) t.nanos = w.signed() | 0
     else w.skip(wt)
@@ -178,9 +159,8 @@ function readEntry(w: Wire, keys: string[], values: string[], numbers: boolean):
   let key = '""'
   let value = numbers ? '0' : '""'
   while (w.pos < end) {
-    const tag = w.varint()
-    const no = Math.floor(tag / 8)
-    const wt = tag & 7
+    const no = w.field()
+    const wt = w.wireType
     if (no === 1 && wt === WireType.LengthDelimited) key = w.jsonString(true)
     else if (no === 2 && numbers && wt === WireType.Bit64) value = jsonNumber(w.double())
     else if (no === 2 && !numbers && wt === WireType.LengthDelimited) value = w.jsonString(true)
@@ -213,9 +193,8 @@ function readingLine(w: Wire, end: number): string {
   const metaKeys: string[] = []
   const metaValues: string[] = []
   while (w.pos < end) {
-    const tag = w.varint()
-    const no = Math.floor(tag / 8)
-    const wt = tag & 7
+    const no = w.field()
+    const wt = w.wireType
     if (wt === WireType.LengthDelimited) {
       if (no === 1) eventId = w.jsonString(false)
       else if (no === 2) deviceId = w.jsonString(true)
@@ -245,9 +224,8 @@ function batchLines(
   let rows = 0
   let text = ''
   while (w.pos < bytes.length) {
-    const tag = w.varint()
-    const no = Math.floor(tag / 8)
-    const wt = tag & 7
+    const no = w.field()
+    const wt = w.wireType
     if (no === 2 && wt === WireType.LengthDelimited) {
       const end = w.end()
       text += line(w, end)
@@ -280,9 +258,8 @@ function readAnomaly(w: Wire, names: string[], severities: string[]): void {
   let name = '""'
   let severity = '""'
   while (w.pos < end) {
-    const tag = w.varint()
-    const no = Math.floor(tag / 8)
-    const wt = tag & 7
+    const no = w.field()
+    const wt = w.wireType
     if (no === 1 && wt === WireType.LengthDelimited) name = w.jsonString(true)
     else if (no === 2 && wt === WireType.LengthDelimited) severity = w.jsonString(true)
     else w.skip(wt)
@@ -305,18 +282,16 @@ interface Explain {
 function readExplain(w: Wire, e: Explain): void {
   const end = w.end()
   while (w.pos < end) {
-    const tag = w.varint()
-    const no = Math.floor(tag / 8)
-    const wt = tag & 7
+    const no = w.field()
+    const wt = w.wireType
     if (no === 1 && wt === WireType.LengthDelimited) {
       // A FeatureContribution: name 1, contribution 2 (value 3 is not stored).
       const fend = w.end()
       let name = '""'
       let contribution = '0'
       while (w.pos < fend) {
-        const ftag = w.varint()
-        const fno = Math.floor(ftag / 8)
-        const fwt = ftag & 7
+        const fno = w.field()
+        const fwt = w.wireType
         if (fno === 1 && fwt === WireType.LengthDelimited) name = w.jsonString(true)
         else if (fno === 2 && fwt === WireType.Bit64) contribution = jsonNumber(w.double())
         else w.skip(fwt)
@@ -351,9 +326,8 @@ function inferenceLine(w: Wire, end: number): string {
   const featureKeys: string[] = []
   const featureValues: string[] = []
   while (w.pos < end) {
-    const tag = w.varint()
-    const no = Math.floor(tag / 8)
-    const wt = tag & 7
+    const no = w.field()
+    const wt = w.wireType
     if (wt === WireType.LengthDelimited) {
       if (no === 1) eventId = w.jsonString(false)
       else if (no === 2) deviceId = w.jsonString(true)
@@ -364,9 +338,8 @@ function inferenceLine(w: Wire, end: number): string {
       else if (no === 8) {
         const mend = w.end()
         while (w.pos < mend) {
-          const mtag = w.varint()
-          const mno = Math.floor(mtag / 8)
-          const mwt = mtag & 7
+          const mno = w.field()
+          const mwt = w.wireType
           if (mno === 1 && mwt === WireType.LengthDelimited) modelName = w.jsonString(true)
           else if (mno === 2 && mwt === WireType.Varint) modelVersion = w.signed() >>> 0
           else w.skip(mwt)
