@@ -32,7 +32,7 @@ import { listAnomalies } from '../services/query/routes/list-anomalies.js'
 import { listDevices } from '../services/query/routes/list-devices.js'
 import { queryRange } from '../services/query/routes/query-range.js'
 import { compactLatestTables, runCompactor } from '../services/store/compaction.js'
-import { clickhouseInsert, runWriters } from '../services/store/consumers.js'
+import { clickhouseInsert, runWriters, writerInserts } from '../services/store/consumers.js'
 import { MIGRATIONS } from '../services/store/migrations.js'
 import { jsonEachRow, telemetryRow } from '../services/store/rows.js'
 import { startNats } from '../test/fixtures/nats.js'
@@ -213,10 +213,20 @@ export async function benchStore(opts: StoreBenchOptions): Promise<void> {
       log,
       signal: stop.signal,
     })
+    // The writers' connections as the service opens them (one per busy table).
+    const writerConnections = await writerInserts(
+      () =>
+        openClickHouse(
+          { ...common, clickhouseDatabase: 'vigil', clickhouseUrl: process.env.VIGIL_CLICKHOUSE_URL },
+          log,
+          { createDatabase: false },
+        ),
+      ch,
+    )
     const writing = runWriters({
       js,
       jsm: await jetstreamManager(nc),
-      insert: clickhouseInsert(ch),
+      insert: writerConnections.insert,
       log,
       registry,
       signal: stop.signal,
@@ -229,6 +239,7 @@ export async function benchStore(opts: StoreBenchOptions): Promise<void> {
     stop.abort()
     await writing
     await compacting
+    await writerConnections.close()
     // Where the writer's time went: inside ClickHouse inserts, by table (its own histogram).
     const histogram = (await registry.getSingleMetric('vigil_store_insert_seconds')?.get())?.values ?? []
     const insideInserts = (table: string, what: string) =>

@@ -1,10 +1,10 @@
 import { jetstreamManager } from '@nats-io/jetstream'
-import type { ClickHouse } from '../common/clickhouse.js'
+import { type ClickHouse, openClickHouse } from '../common/clickhouse.js'
 import type { JetStreamClient, NatsConnection } from '../common/nats.js'
 import type { ServiceKit } from '../common/service.js'
 import { runCompactor } from './compaction.js'
 import type { StoreConfig } from './config.js'
-import { clickhouseInsert, runWriters } from './consumers.js'
+import { runWriters, writerInserts } from './consumers.js'
 
 /**
  * Starts the store's writers in this process (the store service, or the query service with
@@ -18,7 +18,10 @@ export async function startStoreWriters(
 ): Promise<void> {
   const { config, log, metrics, lifecycle } = kit
   const stop = new AbortController()
-  const insert = clickhouseInsert(ch)
+  const { insert, close } = await writerInserts(
+    () => openClickHouse(config, log, { createDatabase: false }),
+    ch,
+  )
   let wrote = false
   const compacting = runCompactor({
     ch,
@@ -47,5 +50,6 @@ export async function startStoreWriters(
   lifecycle.onStop('writers', async () => {
     stop.abort()
     await Promise.all([writing, compacting])
+    await close()
   })
 }

@@ -298,18 +298,23 @@ describe('store service process', () => {
     try {
       await migrate(ch, MIGRATIONS, log)
       const insert = clickhouseInsert(ch)
-      // Five inserts, each with a reading of every device: five rows per device before merges.
-      for (let round = 1; round <= 5; round++) {
+      // Five inserts, out of time order, each with two readings of every device, the older one
+      // first: five rows per device before merges, and the latest must be chosen by time.
+      for (const round of [2, 5, 1, 4, 3]) {
         const { text, rows } = jsonEachRow(
-          Array.from({ length: 50 }, (_, d) => ({
-            device_id: `c-${d}`,
-            ts: toDateTime64(Date.UTC(2026, 0, 1, 0, round)),
-            event_id: `c-${d}:${round}`,
-            sensors: { temp: round },
-            meta: { site: 'x', fw: `1.${round}` },
-            seq: round,
-            received_at: toDateTime64(Date.now()),
-          })),
+          Array.from({ length: 100 }, (_, k) => {
+            const d = k % 50
+            const older = k < 50
+            return {
+              device_id: `c-${d}`,
+              ts: toDateTime64(Date.UTC(2026, 0, 1, 0, round) - (older ? 30_000 : 0)),
+              event_id: `c-${d}:${round}:${older ? 'a' : 'b'}`,
+              sensors: { temp: older ? -round : round },
+              meta: { site: 'x', fw: older ? 'old' : `1.${round}` },
+              seq: round,
+              received_at: toDateTime64(Date.now()),
+            }
+          }),
         )
         await insert('telemetry', text, rows, `compact-${round}`)
       }
@@ -340,7 +345,7 @@ describe('store service process', () => {
           format: 'JSONEachRow',
         })
       ).json<{ readings: string }>()
-      assert.equal(Number(counts[0]?.readings), 5, 'counts are summed, not lost')
+      assert.equal(Number(counts[0]?.readings), 10, 'counts are summed, not lost')
     } finally {
       await ch.close()
     }
