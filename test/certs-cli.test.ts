@@ -5,6 +5,7 @@ import type { AddressInfo } from 'node:net'
 import { join } from 'node:path'
 import { after, describe, it } from 'node:test'
 import tls from 'node:tls'
+import { COMPONENTS } from '../services/cli/certs.js'
 import { tempDir } from './fixtures/process.js'
 import { startVigil } from './fixtures/services.js'
 
@@ -19,16 +20,10 @@ describe('vigil certs: a development CA and certificates that TLS accepts', () =
     assert.equal(await first.exited, 0, first.output())
     const ca = new X509Certificate(read('ca.pem'))
     assert.ok(ca.ca)
-    for (const name of [
-      'query',
-      'ingest',
-      'inference',
-      'bridge',
-      'store',
-      'nats',
-      'mosquitto',
-      'clickhouse',
-    ]) {
+    // Every service and broker gets one (the list itself is the command's).
+    for (const needed of ['query', 'ingest', 'inference', 'bridge', 'store', 'nats', 'mosquitto', 'issuer'])
+      assert.ok(COMPONENTS.includes(needed), `${needed} has a certificate`)
+    for (const name of COMPONENTS) {
       const cert = new X509Certificate(read(`${name}.pem`))
       assert.ok(cert.verify(ca.publicKey), `${name} is signed by the CA`)
       assert.ok(cert.checkPrivateKey(createPrivateKey(read(`${name}-key.pem`))), `${name} key matches`)

@@ -23,7 +23,8 @@ is never replaced: delete ca.pem to start over). Keys are written with mode 600.
 For development only: production certificates come from your own PKI.
 `
 
-const COMPONENTS = [
+/** The components that get a certificate (`<name>.pem`, `<name>-key.pem`). */
+export const COMPONENTS = [
   'query',
   'ingest',
   'inference',

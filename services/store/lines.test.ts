@@ -11,8 +11,9 @@ import {
   ReadingBatchSchema,
   ReadingSchema,
 } from '../../gen/vigil/telemetry/v1/telemetry_pb.js'
+import { toDateTime64 } from '../common/clickhouse.js'
 import { inferenceLines, telemetryLines } from './lines.js'
-import { inferenceRow, telemetryRow } from './rows.js'
+import { ms, telemetryRow } from './rows.js'
 
 /** What the writer inserted before: protobuf-es's decoding, the row object, JSON.stringify. */
 function expectedLines(bytes: Uint8Array): string {
@@ -179,6 +180,29 @@ describe('store: JSONEachRow lines straight from ReadingBatch bytes', () => {
     assert.throws(() => telemetryLines(new Uint8Array([0x12, 0x02, 0x0f, 0x00])), /wire type/)
   })
 })
+
+/** An inference as a row of `inferences`, built from protobuf-es's decoding: the reference the lines must equal. */
+function inferenceRow(i: Inference) {
+  return {
+    device_id: i.deviceId,
+    ts: toDateTime64(ms(i.ts)),
+    event_id: i.eventId,
+    score: i.score,
+    label: i.label,
+    anomaly_names: i.anomalies.map((a) => a.name),
+    anomaly_severities: i.anomalies.map((a) => a.severity),
+    explain_names: i.explain?.shapTop.map((c) => c.name) ?? [],
+    explain_contributions: i.explain?.shapTop.map((c) => c.contribution) ?? [],
+    spe: i.explain?.spe ?? 0,
+    spe_limit: i.explain?.speLimit ?? 0,
+    t2: i.explain?.t2 ?? 0,
+    t2_limit: i.explain?.t2Limit ?? 0,
+    model_name: i.model?.name ?? '',
+    model_version: i.model?.version ?? 0,
+    features: i.features,
+    inferred_at: toDateTime64(ms(i.inferredAt)),
+  }
+}
 
 function expectedInferenceLines(bytes: Uint8Array): string {
   return fromBinary(InferenceBatchSchema, bytes)

@@ -5,9 +5,9 @@ import { ByteStringCache } from '../common/codec.js'
 // The store writes every reading and every inference once, and on this 2-core machine the
 // JavaScript it spends per row is taken from ClickHouse's inserts running beside it. Decoding a
 // batch into objects, making a row object of each item and JSON.stringify-ing it cost ~6 µs a
-// reading (measured) and most of the store's garbage; this writes the JSONEachRow text of
-// `telemetryRow` / `inferenceRow` straight from the Protobuf bytes, without the objects. Field
-// numbers follow proto/vigil/telemetry/v1; the tests check the lines equal
+// reading (measured) and most of the store's garbage; this writes the same JSONEachRow text straight
+// from the Protobuf bytes, without the objects. Field numbers follow proto/vigil/telemetry/v1; the
+// tests check the lines equal
 // `JSON.stringify(telemetryRow(fromBinary(…)))` (and the inference's) for awkward and random input.
 
 const utf8 = new TextDecoder()
@@ -247,7 +247,7 @@ export function telemetryLines(bytes: Uint8Array): { batchId: string; rows: numb
   return batchLines(bytes, readingLine)
 }
 
-/** An InferenceBatch's inferences as `inferences` rows (`inferenceRow`), as `telemetryLines` does. */
+/** An InferenceBatch's inferences as `inferences` rows, as `telemetryLines` does for readings. */
 export function inferenceLines(bytes: Uint8Array): { batchId: string; rows: number; text: string } {
   return batchLines(bytes, inferenceLine)
 }
