@@ -29,6 +29,7 @@ import {
 } from '../services/inference/model/synthetic.js'
 import { trainingSet, trainModel } from '../services/inference/model/train.js'
 import { ModelRegistry } from '../services/inference/registry.js'
+import { WORKER_DURABLE } from '../services/inference/worker.js'
 import { startNats } from '../test/fixtures/nats.js'
 import { startChild } from '../test/fixtures/process.js'
 import { type ServiceProcess, startService } from '../test/fixtures/services.js'
@@ -204,31 +205,63 @@ export async function benchInference(opts: InferenceBenchOptions): Promise<void>
     const bareRate = readings / ((performance.now() - bareStart) / 1000)
     say(`  bare JetStream consume + ack: ${fmt(bareRate)} readings/s (${fmt(bareRate / perBatch)} batches/s)`)
 
-    service = await startService('inference', {
-      VIGIL_NATS_URL: nats.url,
-      VIGIL_BOOTSTRAP_ROWS: '0',
-      VIGIL_LOG_LEVEL: 'warn',
-      ...(process.env.VIGIL_INFERENCE_CONCURRENCY
-        ? { VIGIL_INFERENCE_CONCURRENCY: process.env.VIGIL_INFERENCE_CONCURRENCY }
-        : {}),
-    })
-    const workerStart = Date.now()
-    const cpuBefore = processUsage(service.proc.pid!).cpuSeconds
-    for (;;) {
+    // The worker scores with the fleet model alone, then with a model of its own for every device
+    // (trained and promoted before it starts: no training during a measure). The device bootstrap
+    // is off in both, so what is measured is scoring only.
+    const runWorker = async (label: string) => {
+      await jsm.consumers.delete(BUS.streams.telemetry, WORKER_DURABLE).catch(() => undefined)
+      // A new INFERENCES stream: a purged one would still drop the same msgIDs as duplicates.
+      await jsm.streams.delete(BUS.streams.inferences)
+      await provisionBus(nc, log)
+      // BENCH_INFERENCE_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" profiles the worker (every thread).
+      service = await startService(
+        'inference',
+        {
+          VIGIL_NATS_URL: nats.url,
+          VIGIL_BOOTSTRAP_ROWS: '0',
+          VIGIL_BOOTSTRAP_DEVICE_ROWS: '0',
+          VIGIL_LOG_LEVEL: 'warn',
+          ...(process.env.VIGIL_INFERENCE_CONCURRENCY
+            ? { VIGIL_INFERENCE_CONCURRENCY: process.env.VIGIL_INFERENCE_CONCURRENCY }
+            : {}),
+        },
+        { nodeArgs: (process.env.BENCH_INFERENCE_NODE_ARGS ?? '').split(' ').filter(Boolean) },
+      )
+      const workerStart = Date.now()
+      const cpuBefore = processUsage(service.proc.pid!).cpuSeconds
+      const natsBefore = processUsage(nats.pid()!).cpuSeconds
+      for (;;) {
+        const info = await jsm.streams.info(BUS.streams.inferences)
+        if (info.state.messages >= batches) break
+        if (Date.now() - workerStart > 600_000) throw new Error('the worker did not finish in 10 minutes')
+        await new Promise((r) => setTimeout(r, 100))
+      }
+      const elapsed = (Date.now() - workerStart) / 1000
       const info = await jsm.streams.info(BUS.streams.inferences)
-      if (info.state.messages >= batches) break
-      if (Date.now() - workerStart > 600_000) throw new Error('the worker did not finish in 10 minutes')
-      await new Promise((r) => setTimeout(r, 200))
+      const span = (Date.parse(info.state.last_ts) - Date.parse(info.state.first_ts)) / 1000
+      const rate = (readings * (batches - 1)) / batches / Math.max(span, 1e-3)
+      const usage = processUsage(service.proc.pid!)
+      const cores = (usage.cpuSeconds - cpuBefore) / elapsed
+      const natsCores = (processUsage(nats.pid()!).cpuSeconds - natsBefore) / elapsed
+      await service.stop()
+      service = undefined
+      say(
+        `  async worker, ${label}: ${fmt(rate)} readings/s = ${(rate / bareRate).toFixed(2)} × bare consume + ack ` +
+          `(first to last InferenceBatch on the bus), worker ${cores.toFixed(2)} cores, nats-server ${natsCores.toFixed(2)}, ` +
+          `peak RSS ${usage.peakRssMb.toFixed(0)} MB`,
+      )
+      return { rate, cores }
     }
-    const info = await jsm.streams.info(BUS.streams.inferences)
-    const span = (Date.parse(info.state.last_ts) - Date.parse(info.state.first_ts)) / 1000
-    const workerRate = (readings * (batches - 1)) / batches / Math.max(span, 1e-3)
-    const usage = processUsage(service.proc.pid!)
-    const cores = (usage.cpuSeconds - cpuBefore) / ((Date.now() - workerStart) / 1000)
-    say(
-      `  async worker: ${fmt(workerRate)} readings/s = ${(workerRate / bareRate).toFixed(2)} × bare consume + ack ` +
-        `(first to last InferenceBatch on the bus), ${cores.toFixed(2)} cores, peak RSS ${usage.peakRssMb.toFixed(0)} MB`,
-    )
+    const fleetRun = await runWorker('fleet model')
+    for (const d of fleet) {
+      const rows = Array.from({ length: 200 }, (_, i) => ({ sensors: normalReading(d, rng), tsMs: i }))
+      const own = await registry.store(
+        buildOnnx(trainModel(trainingSet(rows, 'bench'), { scope: 'device', scopeKey: d.id })),
+      )
+      await registry.setAlias(own.spec.name, 'production', own.spec.version)
+    }
+    say(`  trained and promoted a model for each of the ${fleet.length} devices`)
+    const deviceRun = await runWorker(`a model per device (${fleet.length})`)
     say('')
     say('| figure | value | reference | ratio |')
     say('|---|---|---|---|')
@@ -242,9 +275,13 @@ export async function benchInference(opts: InferenceBenchOptions): Promise<void>
       `| server CPU per call | Infer ${((inferCores / infer.perSecond) * 1e6).toFixed(0)} µs | trivial RPC ${((echoCores / ceiling.perSecond) * 1e6).toFixed(0)} µs | ${(echoCores / ceiling.perSecond / (inferCores / infer.perSecond)).toFixed(2)} |`,
     )
     say(`| InferBatch, 1,000 per call | ${fmt(batch.perSecond * 1000)} rows/s | | |`)
-    say(
-      `| async worker, batches of 500 | ${fmt(workerRate)} readings/s | bare consume + ack ${fmt(bareRate)} readings/s | ${(workerRate / bareRate).toFixed(2)} (target ≥ 200k readings/s), ${cores.toFixed(2)} cores |`,
-    )
+    for (const [label, run] of [
+      ['fleet model', fleetRun],
+      [`a model per device (${fleet.length})`, deviceRun],
+    ] as const)
+      say(
+        `| async worker, batches of 500, ${label} | ${fmt(run.rate)} readings/s | bare consume + ack ${fmt(bareRate)} readings/s | ${(run.rate / bareRate).toFixed(2)} (target ≥ 200k readings/s), ${run.cores.toFixed(2)} cores |`,
+      )
   } finally {
     await service?.stop()
     await echo?.stop()

@@ -31,7 +31,7 @@ switch (suite) {
     await benchStore({ rows: flag(args, 'rows', 10_000_000), devices: flag(args, 'devices', 10_000) })
     break
   case 'inference':
-    await benchInference({ seconds: flag(args, 'seconds', 5), readings: flag(args, 'readings', 200_000) })
+    await benchInference({ seconds: flag(args, 'seconds', 5), readings: flag(args, 'readings', 1_000_000) })
     break
   case 'dashboard':
     await benchDashboard({ devices: flag(args, 'devices', 5_000), points: flag(args, 'points', 100_000) })
