@@ -6,6 +6,7 @@ import {
   encodeAlert,
   encodeInferenceBatch,
   type InferenceFields,
+  type ScoringReading,
 } from '../../common/codec.js'
 import {
   featureMatrix,
@@ -15,10 +16,13 @@ import {
   type ScoreOutputs,
 } from '../model/spec.js'
 import { type Routes, selectRoute } from '../routing.js'
+import type { ModelBank } from './bank.js'
 
 export interface RunnableModel {
   spec: ModelSpec
   run: (values: Float64Array, rows: number) => Promise<ScoreOutputs>
+  /** The bank that also holds the model, under the same key (for batches with many models). */
+  bank?: ModelBank
 }
 
 export interface BatchOutcome {
@@ -101,35 +105,89 @@ export async function scoreReadingBatch(
     nanos: (inferredAtMs % 1000) * 1_000_000,
   }
   const scores: number[] = []
-  for (const [key, indexes] of groups) {
-    const { spec, run } = models.get(key) as RunnableModel
-    const f = spec.features.length
+  for (const { models: members, run, features } of planRuns(groups, models)) {
+    const f = features.length
+    const indexes = members.flatMap((m) => m.indexes)
     const values = featureMatrix(
-      spec.features,
+      features,
       indexes.map((i) => readings[i]?.sensors as Record<string, number>),
     )
     const out = await run(values, indexes.length)
-    indexes.forEach((readingIndex, row) => {
-      const r = readings[readingIndex]
-      if (!r) return
-      const result = interpret(spec, out, row, values.subarray(row * f, (row + 1) * f))
-      outcome.labels[result.label]++
-      scores.push(result.score)
-      const fields: InferenceFields = {
-        eventId: '',
-        eventIdBytes: r.eventIdBytes,
-        deviceId: r.deviceId,
-        tsBytes: r.tsBytes,
-        inferredAt,
-        features: r.sensors,
-        ...inferenceFields(spec, result),
+    let row = 0
+    for (const { spec, indexes: own } of members) {
+      for (const readingIndex of own) {
+        const r = readings[readingIndex] as ScoringReading
+        const result = interpret(spec, out, row, values.subarray(row * f, (row + 1) * f))
+        row++
+        outcome.labels[result.label]++
+        scores.push(result.score)
+        const fields: InferenceFields = {
+          eventId: '',
+          eventIdBytes: r.eventIdBytes,
+          deviceId: r.deviceId,
+          tsBytes: r.tsBytes,
+          inferredAt,
+          features: r.sensors,
+          ...inferenceFields(spec, result),
+        }
+        results[readingIndex] = fields
+        if (result.label !== 'OK') outcome.alerts.push({ deviceId: r.deviceId, bytes: encodeAlert(fields) })
       }
-      results[readingIndex] = fields
-      if (result.label !== 'OK') outcome.alerts.push({ deviceId: r.deviceId, bytes: encodeAlert(fields) })
-    })
+    }
   }
   outcome.scores = Float64Array.from(scores)
   const inferences = results.filter((x): x is InferenceFields => x !== undefined)
   if (inferences.length > 0) outcome.bytes = encodeInferenceBatch(outcome.batchId, inferences)
   return outcome
+}
+
+interface PlannedRun {
+  /** The models scored in the run, each with its readings; rows follow this order. */
+  models: { spec: ModelSpec; indexes: number[] }[]
+  features: string[]
+  run: (values: Float64Array, rows: number) => Promise<ScoreOutputs>
+}
+
+/**
+ * One run per model, except that the models of one bank are scored together in one run of the
+ * bank graph when the batch has readings of more than one of them.
+ */
+function planRuns(groups: Map<string, number[]>, models: Map<string, RunnableModel>): PlannedRun[] {
+  const runs: PlannedRun[] = []
+  const banked = new Map<ModelBank, { key: string; model: RunnableModel; indexes: number[] }[]>()
+  for (const [key, indexes] of groups) {
+    const model = models.get(key) as RunnableModel
+    const slot = model.bank?.slotOf(key)
+    if (model.bank && slot !== undefined) {
+      const members = banked.get(model.bank) ?? []
+      members.push({ key, model, indexes })
+      banked.set(model.bank, members)
+    } else
+      runs.push({ models: [{ spec: model.spec, indexes }], features: model.spec.features, run: model.run })
+  }
+  for (const [bank, members] of banked) {
+    const first = members[0] as (typeof members)[number]
+    if (members.length === 1) {
+      runs.push({
+        models: [{ spec: first.model.spec, indexes: first.indexes }],
+        features: first.model.spec.features,
+        run: first.model.run,
+      })
+      continue
+    }
+    runs.push({
+      models: members.map((m) => ({ spec: m.model.spec, indexes: m.indexes })),
+      features: first.model.spec.features,
+      run: (values, rows) => {
+        const slots = new BigInt64Array(rows)
+        let row = 0
+        for (const m of members) {
+          slots.fill(BigInt(bank.slotOf(m.key) as number), row, row + m.indexes.length)
+          row += m.indexes.length
+        }
+        return bank.run(bank, values, slots, rows)
+      },
+    })
+  }
+  return runs
 }

@@ -3,9 +3,10 @@
 // `release` posted after some `run`s is handled after them.
 import { parentPort, workerData } from 'node:worker_threads'
 import * as ort from 'onnxruntime-node'
-import { GRAPH, readSpec, scoreOutputsOf } from '../model/onnx.js'
-import type { ModelSpec } from '../model/spec.js'
+import { BANK, bankParameters, buildBankOnnx, GRAPH, readSpec, scoreOutputsOf } from '../model/onnx.js'
+import type { ModelSpec, ScoreOutputs } from '../model/spec.js'
 import type { Routes } from '../routing.js'
+import { ModelBank } from './bank.js'
 import { type RunnableModel, scoreReadingBatch, UndecodableBatchError } from './batch.js'
 import type { WorkerReply, WorkerRequest, WorkerSetup } from './protocol.js'
 
@@ -17,6 +18,9 @@ const sessions = new Map<string, ort.InferenceSession>()
 /** Loaded models with their specs, for batches routed inside this thread. */
 const models = new Map<string, RunnableModel>()
 const routes: Routes<string> = new Map()
+/** Banks by feature list (names joined by a newline). */
+const banks = new Map<string, ModelBank>()
+let bankSession: Promise<ort.InferenceSession> | undefined
 let provider: 'cpu' | 'cuda' = setup.provider
 let queue: Promise<void> = Promise.resolve()
 
@@ -68,8 +72,10 @@ async function handle(msg: WorkerRequest): Promise<void> {
           [GRAPH.input]: new ort.Tensor('float64', new Float64Array(msg.features), [1, msg.features]),
         })
         const old = sessions.get(msg.key)
+        const spec = readSpec(msg.bytes)
+        models.get(msg.key)?.bank?.remove(msg.key)
         sessions.set(msg.key, session)
-        models.set(msg.key, runnable(readSpec(msg.bytes), session))
+        models.set(msg.key, runnable(spec, session, bankFor(spec, msg.key, msg.bytes)))
         if (old) await old.release()
         reply({ type: 'loaded', id: msg.id, provider })
       } catch (err) {
@@ -104,6 +110,7 @@ async function handle(msg: WorkerRequest): Promise<void> {
     case 'release': {
       const session = sessions.get(msg.key)
       sessions.delete(msg.key)
+      models.get(msg.key)?.bank?.remove(msg.key)
       models.delete(msg.key)
       await session?.release()
       return
@@ -142,7 +149,11 @@ async function handle(msg: WorkerRequest): Promise<void> {
   }
 }
 
-function runnable(spec: ModelSpec, session: ort.InferenceSession): RunnableModel {
+function runnable(
+  spec: ModelSpec,
+  session: ort.InferenceSession,
+  bank: ModelBank | undefined,
+): RunnableModel {
   return {
     spec,
     run: async (values, rows) => {
@@ -151,5 +162,38 @@ function runnable(spec: ModelSpec, session: ort.InferenceSession): RunnableModel
       })
       return scoreOutputsOf(out)
     },
+    ...(bank ? { bank } : {}),
   }
+}
+
+/** Puts the model in the bank of its feature list; undefined when its file has no bank parameters. */
+function bankFor(spec: ModelSpec, key: string, bytes: Uint8Array): ModelBank | undefined {
+  const parameters = bankParameters(bytes)
+  if (!parameters || parameters.features !== spec.features.length) return undefined
+  const id = spec.features.join('\n')
+  let bank = banks.get(id)
+  if (!bank) {
+    bank = new ModelBank(spec.features.length, runBank)
+    banks.set(id, bank)
+  }
+  bank.add(key, parameters)
+  return bank
+}
+
+async function runBank(
+  bank: ModelBank,
+  values: Float64Array,
+  slots: BigInt64Array,
+  rows: number,
+): Promise<ScoreOutputs> {
+  bankSession ??= createSession(buildBankOnnx())
+  const session = await bankSession
+  const dims = bank.dims()
+  const feeds: Record<string, ort.Tensor> = {
+    [GRAPH.input]: new ort.Tensor('float64', values, [rows, bank.features]),
+    [BANK.model]: new ort.Tensor('int64', slots, [rows]),
+  }
+  for (const name of BANK.parameters)
+    feeds[`${name}_bank`] = new ort.Tensor('float64', bank.stacked[name], dims[name])
+  return scoreOutputsOf(await session.run(feeds))
 }
