@@ -29,3 +29,29 @@ export function selectRoute<T>(
   }
   return undefined
 }
+
+/**
+ * selectRoute remembered per device and site, for the async scorer (it asks for every reading).
+ * `clear()` whenever the routes change. Bounded; cleared when full.
+ */
+export class RouteCache<T> {
+  private readonly known = new Map<string, { site: string | undefined; route: T | undefined }>()
+
+  constructor(
+    readonly routes: Routes<T>,
+    readonly canaryPercent: number,
+  ) {}
+
+  select(deviceId: string, site: string | undefined): T | undefined {
+    const hit = this.known.get(deviceId)
+    if (hit && hit.site === site) return hit.route
+    const route = selectRoute(this.routes, deviceId, site, this.canaryPercent)
+    if (this.known.size >= 100_000) this.known.clear()
+    this.known.set(deviceId, { site, route })
+    return route
+  }
+
+  clear(): void {
+    this.known.clear()
+  }
+}

@@ -1,6 +1,7 @@
 import { WireType } from '@bufbuild/protobuf/wire'
 import { toDateTime64 } from '../common/clickhouse.js'
 import { ByteStringCache } from '../common/codec.js'
+import { Wire } from '../common/wire.js'
 
 // The store writes every reading and every inference once, and on this 2-core machine the
 // JavaScript it spends per row is taken from ClickHouse's inserts running beside it. Decoding a
@@ -27,85 +28,12 @@ function jsonString(buf: Uint8Array, start: number, end: number): string {
   return `"${String.fromCharCode.apply(null, buf.subarray(start, end) as unknown as number[])}"`
 }
 
-/**
- * A cursor over Protobuf bytes, for the few wire types these messages use. Hand-rolled rather than
- * BinaryReader, whose `tag()` makes an array per field: the store reads ~20 fields a reading.
- */
-class Wire {
-  pos = 0
-  private readonly view: DataView
-  constructor(readonly buf: Uint8Array) {
-    this.view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength)
-  }
-  /** The wire type of the field `field()` read last. */
-  wireType = 0
-  /** Reads a field's tag: its number, its wire type into `wireType`. */
-  field(): number {
-    const tag = this.varint()
-    this.wireType = tag & 7
-    return Math.floor(tag / 8)
-  }
-  /** A varint that must fit 2^53 exactly (field tags, lengths); anything longer throws. */
-  varint(): number {
-    const v = this.varint64()
-    if (typeof v !== 'number') throw new Error('a tag or length beyond 2^53')
-    return v
-  }
-  /**
-   * A 64-bit varint: a number when it has at most 7 bytes (49 bits, the usual case), else the
-   * bigint of its low 64 bits (negative int64 values, very large uint64 ones).
-   */
-  varint64(): number | bigint {
-    const start = this.pos
-    let result = 0
-    let scale = 1
-    for (let i = 0; i < 10; i++) {
-      if (this.pos >= this.buf.length) throw new Error('premature end of a varint')
-      const b = this.buf[this.pos++] as number
-      result += (b & 0x7f) * scale
-      if (b < 0x80) {
-        if (i < 7) return result
-        let big = 0n
-        for (let k = this.pos - 1; k >= start; k--) big = (big << 7n) | BigInt((this.buf[k] as number) & 0x7f)
-        return BigInt.asUintN(64, big)
-      }
-      scale *= 128
-    }
-    throw new Error('varint longer than 10 bytes')
-  }
-  /** An int64/int32 varint (two's complement), for seconds and nanos. */
-  signed(): number {
-    const v = this.varint64()
-    return typeof v === 'number' ? v : Number(BigInt.asIntN(64, v))
-  }
-  double(): number {
-    if (this.pos + 8 > this.buf.length) throw new Error('premature end of a double')
-    const v = this.view.getFloat64(this.pos, true)
-    this.pos += 8
-    return v
-  }
-  /** The end of a length-delimited field (its contents start at `pos`). */
-  end(): number {
-    const len = this.varint()
-    const end = this.pos + len
-    if (end > this.buf.length) throw new Error('premature end of a length-delimited field')
-    return end
-  }
-  skip(wireType: number): void {
-    if (wireType === WireType.Varint) this.varint()
-    else if (wireType === WireType.Bit64) this.pos += 8
-    else if (wireType === WireType.LengthDelimited) this.pos = this.end()
-    else if (wireType === WireType.Bit32) this.pos += 4
-    else throw new Error(`unexpected wire type ${wireType}`)
-    if (this.pos > this.buf.length) throw new Error('premature end of a field')
-  }
-  /** A length-delimited string as its JSON literal; `cache` for text that repeats. */
-  jsonString(cache: boolean): string {
-    const end = this.end()
-    const start = this.pos
-    this.pos = end
-    return cache ? quoted.get(this.buf, start, end) : jsonString(this.buf, start, end)
-  }
+/** A length-delimited string as its JSON literal; `cache` for text that repeats. */
+function readJsonString(w: Wire, cache: boolean): string {
+  const end = w.end()
+  const start = w.pos
+  w.pos = end
+  return cache ? quoted.get(w.buf, start, end) : jsonString(w.buf, start, end)
 }
 
 // `YYYY-MM-DD hh:mm:ss` of the last second formatted: readings of a batch share their seconds.
@@ -161,9 +89,9 @@ function readEntry(w: Wire, keys: string[], values: string[], numbers: boolean):
   while (w.pos < end) {
     const no = w.field()
     const wt = w.wireType
-    if (no === 1 && wt === WireType.LengthDelimited) key = w.jsonString(true)
+    if (no === 1 && wt === WireType.LengthDelimited) key = readJsonString(w, true)
     else if (no === 2 && numbers && wt === WireType.Bit64) value = jsonNumber(w.double())
-    else if (no === 2 && !numbers && wt === WireType.LengthDelimited) value = w.jsonString(true)
+    else if (no === 2 && !numbers && wt === WireType.LengthDelimited) value = readJsonString(w, true)
     else w.skip(wt)
   }
   if (w.pos !== end) throw new Error('a map entry ends past its length')
@@ -196,8 +124,8 @@ function readingLine(w: Wire, end: number): string {
     const no = w.field()
     const wt = w.wireType
     if (wt === WireType.LengthDelimited) {
-      if (no === 1) eventId = w.jsonString(false)
-      else if (no === 2) deviceId = w.jsonString(true)
+      if (no === 1) eventId = readJsonString(w, false)
+      else if (no === 2) deviceId = readJsonString(w, true)
       else if (no === 3) readTime(w, ts)
       else if (no === 4) readEntry(w, sensorKeys, sensorValues, true)
       else if (no === 5) readEntry(w, metaKeys, metaValues, false)
@@ -260,8 +188,8 @@ function readAnomaly(w: Wire, names: string[], severities: string[]): void {
   while (w.pos < end) {
     const no = w.field()
     const wt = w.wireType
-    if (no === 1 && wt === WireType.LengthDelimited) name = w.jsonString(true)
-    else if (no === 2 && wt === WireType.LengthDelimited) severity = w.jsonString(true)
+    if (no === 1 && wt === WireType.LengthDelimited) name = readJsonString(w, true)
+    else if (no === 2 && wt === WireType.LengthDelimited) severity = readJsonString(w, true)
     else w.skip(wt)
   }
   if (w.pos !== end) throw new Error('an Anomaly ends past its length')
@@ -292,7 +220,7 @@ function readExplain(w: Wire, e: Explain): void {
       while (w.pos < fend) {
         const fno = w.field()
         const fwt = w.wireType
-        if (fno === 1 && fwt === WireType.LengthDelimited) name = w.jsonString(true)
+        if (fno === 1 && fwt === WireType.LengthDelimited) name = readJsonString(w, true)
         else if (fno === 2 && fwt === WireType.Bit64) contribution = jsonNumber(w.double())
         else w.skip(fwt)
       }
@@ -329,10 +257,10 @@ function inferenceLine(w: Wire, end: number): string {
     const no = w.field()
     const wt = w.wireType
     if (wt === WireType.LengthDelimited) {
-      if (no === 1) eventId = w.jsonString(false)
-      else if (no === 2) deviceId = w.jsonString(true)
+      if (no === 1) eventId = readJsonString(w, false)
+      else if (no === 2) deviceId = readJsonString(w, true)
       else if (no === 3) readTime(w, ts)
-      else if (no === 5) label = w.jsonString(true)
+      else if (no === 5) label = readJsonString(w, true)
       else if (no === 6) readAnomaly(w, anomalyNames, anomalySeverities)
       else if (no === 7) readExplain(w, explain)
       else if (no === 8) {
@@ -340,7 +268,7 @@ function inferenceLine(w: Wire, end: number): string {
         while (w.pos < mend) {
           const mno = w.field()
           const mwt = w.wireType
-          if (mno === 1 && mwt === WireType.LengthDelimited) modelName = w.jsonString(true)
+          if (mno === 1 && mwt === WireType.LengthDelimited) modelName = readJsonString(w, true)
           else if (mno === 2 && mwt === WireType.Varint) modelVersion = w.signed() >>> 0
           else w.skip(mwt)
         }

@@ -101,6 +101,53 @@ export function featureMatrix(features: string[], rows: Record<string, number>[]
   return values
 }
 
+/** The label of a score. */
+export function labelOf(spec: ModelSpec, score: number): Interpretation['label'] {
+  return score >= spec.thresholds.alert ? 'ALERT' : score >= spec.thresholds.warn ? 'WARN' : 'OK'
+}
+
+/**
+ * The features that contribute most to one row's index, most first (a few of a handful: insertion
+ * into a short list), into `top`; returns how many (EXPLAIN_TOP at most) and the contributions' sum.
+ */
+export function topContributions(
+  contributions: Float64Array,
+  row: number,
+  f: number,
+  top: Int32Array,
+): { count: number; total: number } {
+  let total = 0
+  let count = 0
+  for (let j = 0; j < f; j++) {
+    const c = contributions[row * f + j] as number
+    total += c
+    let at = count
+    while (at > 0 && (contributions[row * f + (top[at - 1] as number)] as number) < c) at--
+    if (at < EXPLAIN_TOP) {
+      top.copyWithin(at + 1, at, EXPLAIN_TOP - 1)
+      top[at] = j
+      if (count < EXPLAIN_TOP) count++
+    }
+  }
+  return { count, total }
+}
+
+/** How far feature `j` of a row is past its training level (the larger of its residual and z). */
+export function anomalyRatio(
+  spec: ModelSpec,
+  speParts: Float64Array,
+  row: number,
+  j: number,
+  value: number,
+): number {
+  const f = spec.features.length
+  const residual = speParts[row * f + j] as number
+  const z = ((value - (spec.mean[j] as number)) / (spec.scale[j] as number)) ** 2
+  return Math.max(residual / (spec.levels.residual[j] as number), z / (spec.levels.z[j] as number))
+}
+
+const top = new Int32Array(EXPLAIN_TOP)
+
 /** Turns one row of graph outputs into what the API answers. */
 export function interpret(
   spec: ModelSpec,
@@ -110,23 +157,9 @@ export function interpret(
 ): Interpretation {
   const f = spec.features.length
   const score = out.score[row] as number
-  const spe = out.spe[row] as number
-  const t2 = out.t2[row] as number
-  const label = score >= spec.thresholds.alert ? 'ALERT' : score >= spec.thresholds.warn ? 'WARN' : 'OK'
-  let total = 0
-  for (let j = 0; j < f; j++) total += out.contributions[row * f + j] as number
-  // The top features by contribution (a few of a handful: insertion into a short list).
-  const top: number[] = []
-  for (let j = 0; j < f; j++) {
-    const c = out.contributions[row * f + j] as number
-    let at = top.length
-    while (at > 0 && (out.contributions[row * f + (top[at - 1] as number)] as number) < c) at--
-    if (at < EXPLAIN_TOP) {
-      top.splice(at, 0, j)
-      if (top.length > EXPLAIN_TOP) top.pop()
-    }
-  }
-  const shapTop = top.map((j) => ({
+  const label = labelOf(spec, score)
+  const { count, total } = topContributions(out.contributions, row, f, top)
+  const shapTop = Array.from(top.subarray(0, count), (j) => ({
     name: spec.features[j] as string,
     contribution: total > 0 ? (out.contributions[row * f + j] as number) / total : 0,
     value: values[j] as number,
@@ -134,9 +167,7 @@ export function interpret(
   const anomalies: Interpretation['anomalies'] = []
   if (label !== 'OK') {
     for (let j = 0; j < f; j++) {
-      const residual = out.speParts[row * f + j] as number
-      const z = (((values[j] as number) - (spec.mean[j] as number)) / (spec.scale[j] as number)) ** 2
-      const ratio = Math.max(residual / (spec.levels.residual[j] as number), z / (spec.levels.z[j] as number))
+      const ratio = anomalyRatio(spec, out.speParts, row, j, values[j] as number)
       if (ratio >= ANOMALY_RATIO)
         anomalies.push({ name: spec.features[j] as string, severity: severityOf(ratio), ratio })
     }
@@ -148,9 +179,9 @@ export function interpret(
     anomalies,
     explain: {
       shapTop,
-      spe,
+      spe: out.spe[row] as number,
       speLimit: spec.speLimit,
-      t2,
+      t2: out.t2[row] as number,
       t2Limit: spec.t2Limit,
     },
   }
@@ -158,6 +189,6 @@ export function interpret(
 
 /** A feature is named when its error is this many times its training level (squared units). */
 export const ANOMALY_RATIO = 2
-function severityOf(ratio: number): 'low' | 'medium' | 'high' {
+export function severityOf(ratio: number): 'low' | 'medium' | 'high' {
   return ratio >= 25 ? 'high' : ratio >= 6 ? 'medium' : 'low'
 }

@@ -16,7 +16,7 @@ import {
   syntheticFleet,
 } from '../model/synthetic.js'
 import { trainingSet, trainModel } from '../model/train.js'
-import type { Routes } from '../routing.js'
+import { RouteCache, type Routes } from '../routing.js'
 import { ModelBank } from './bank.js'
 import { type RunnableModel, scoreReadingBatch } from './batch.js'
 
@@ -165,10 +165,10 @@ describe('inference: the model bank', () => {
     })
     const data = encodeReadingBatch('b1', readings, 'test')
     bankRuns = 0
-    const banked = await scoreReadingBatch(data, 'x', 1_700_000_100_000, routes, 0, withBank)
+    const banked = await scoreReadingBatch(data, 'x', 1_700_000_100_000, new RouteCache(routes, 0), withBank)
     assert.equal(bankRuns, 1, 'one bank run for the whole batch')
     assert.equal(ownRuns, 0)
-    const separate = await scoreReadingBatch(data, 'x', 1_700_000_100_000, routes, 0, alone)
+    const separate = await scoreReadingBatch(data, 'x', 1_700_000_100_000, new RouteCache(routes, 0), alone)
     assert.equal(ownRuns, fleet.length, 'without the bank: a run per model')
     assert.deepEqual(banked.labels, separate.labels)
     assert.ok(banked.labels.WARN + banked.labels.ALERT > 0, 'the injected drifts are found')
@@ -202,7 +202,7 @@ describe('inference: the model bank', () => {
     )
     bankRuns = 0
     ownRuns = 0
-    await scoreReadingBatch(single, 'y', 1_700_000_100_000, routes, 0, withBank)
+    await scoreReadingBatch(single, 'y', 1_700_000_100_000, new RouteCache(routes, 0), withBank)
     assert.deepEqual([bankRuns, ownRuns], [0, 1])
   })
 

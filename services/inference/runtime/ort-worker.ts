@@ -5,7 +5,7 @@ import { parentPort, workerData } from 'node:worker_threads'
 import * as ort from 'onnxruntime-node'
 import { BANK, bankParameters, buildBankOnnx, GRAPH, readSpec, scoreOutputsOf } from '../model/onnx.js'
 import type { ModelSpec, ScoreOutputs } from '../model/spec.js'
-import type { Routes } from '../routing.js'
+import { RouteCache, type Routes } from '../routing.js'
 import { ModelBank } from './bank.js'
 import { type RunnableModel, scoreReadingBatch, UndecodableBatchError } from './batch.js'
 import type { WorkerReply, WorkerRequest, WorkerSetup } from './protocol.js'
@@ -18,6 +18,7 @@ const sessions = new Map<string, ort.InferenceSession>()
 /** Loaded models with their specs, for batches routed inside this thread. */
 const models = new Map<string, RunnableModel>()
 const routes: Routes<string> = new Map()
+const routeCache = new RouteCache(routes, setup.canaryPercent)
 /** Banks by feature list (names joined by a newline). */
 const banks = new Map<string, ModelBank>()
 let bankSession: Promise<ort.InferenceSession> | undefined
@@ -120,6 +121,7 @@ async function handle(msg: WorkerRequest): Promise<void> {
       if (msg.key === undefined) delete slots[msg.alias]
       else slots[msg.alias] = msg.key
       routes.set(msg.name, slots)
+      routeCache.clear()
       return
     }
     case 'batch': {
@@ -128,8 +130,7 @@ async function handle(msg: WorkerRequest): Promise<void> {
           msg.data,
           msg.fallbackId,
           msg.inferredAtMs,
-          routes,
-          setup.canaryPercent,
+          routeCache,
           models,
         )
         const transfer = [outcome.scores.buffer as ArrayBuffer]
