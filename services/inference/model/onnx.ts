@@ -158,8 +158,9 @@ function scoreNodes(speLimitRows: string, t2LimitRows: string): NodeProto[] {
 // would otherwise be 100 runs of 5 rows, and a run costs ~30 µs whatever its size (measured: the
 // async worker scored 71k readings/s with a model per device against 200k with one fleet model).
 // The bank's inputs are the models' parameters stacked ([models, …], `<name>_bank`) and each row's
-// model index; it gathers each row's parameters and computes what a model's own graph computes,
-// with batched matrix products. Parameters are read from each file's initializers (bankParameters),
+// model index; it gathers each row's parameters and computes what a model's own graph computes.
+// The per-row products z·P, t·Pᵀ and w·Pᵀ are broadcast multiplications and sums over [rows, F, K]
+// (~20% less run time than batched MatMul on 1 × F by F × K matrices, measured). Parameters are read from each file's initializers (bankParameters),
 // so a row is scored with exactly the numbers of its file; components are padded with zeros to the
 // bank's widest model, which adds exact zeros to every sum.
 
@@ -192,16 +193,16 @@ export function buildBankOnnx(): Uint8Array {
     node('Unsqueeze', ['inv_t2_limit', 'axis1'], ['inv_t2_limit_rows']),
     node('Sub', ['features', 'mean'], ['centered']),
     node('Div', ['centered', 'scale'], ['z']),
-    node('Unsqueeze', ['z', 'axis1'], ['z_row']),
-    node('MatMul', ['z_row', 'P'], ['t_row']),
-    node('Transpose', ['P'], ['Pt'], { perm: [0n, 2n, 1n] }),
-    node('MatMul', ['t_row', 'Pt'], ['recon_row']),
-    node('Squeeze', ['t_row', 'axis1'], ['t']),
-    node('Squeeze', ['recon_row', 'axis1'], ['recon']),
+    node('Unsqueeze', ['z', 'axis2'], ['z_column']),
+    node('Mul', ['z_column', 'P'], ['z_P']),
+    node('ReduceSum', ['z_P', 'axis1'], ['t'], { keepdims: 0 }),
+    node('Unsqueeze', ['t', 'axis1'], ['t_row']),
+    node('Mul', ['t_row', 'P'], ['t_P']),
+    node('ReduceSum', ['t_P', 'axis2'], ['recon'], { keepdims: 0 }),
     ...statisticNodes(),
     node('Unsqueeze', ['w', 'axis1'], ['w_row']),
-    node('MatMul', ['w_row', 'Pt'], ['w_back_row']),
-    node('Squeeze', ['w_back_row', 'axis1'], ['w_back']),
+    node('Mul', ['w_row', 'P'], ['w_P']),
+    node('ReduceSum', ['w_P', 'axis2'], ['w_back'], { keepdims: 0 }),
     ...scoreNodes('inv_spe_limit_rows', 'inv_t2_limit_rows'),
   ]
   const model = create(ModelProtoSchema, {
@@ -214,7 +215,7 @@ export function buildBankOnnx(): Uint8Array {
     graph: create(GraphProtoSchema, {
       name: 'bank',
       node: nodes,
-      initializer: [tensor('one', [], [1]), int64Tensor('axis1', [1], [1n])],
+      initializer: [tensor('one', [], [1]), int64Tensor('axis1', [1], [1n]), int64Tensor('axis2', [1], [2n])],
       input: [
         valueInfo(GRAPH.input, [GRAPH.batch, 'F']),
         valueInfo(BANK.model, [GRAPH.batch], TensorProto_DataType.INT64),
