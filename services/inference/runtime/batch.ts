@@ -234,6 +234,8 @@ interface Encoded {
 }
 
 const encodedSpecs = new WeakMap<ModelSpec, Encoded>()
+/** Feature name → column, one map per feature list (device models share theirs). */
+const columnsByFeatures = new Map<string, Map<string, number>>()
 
 function field(no: number, text: string): Uint8Array {
   const out = new WireOut(16 + text.length * 3)
@@ -253,8 +255,15 @@ function encodedOf(spec: ModelSpec): Encoded {
     model.varint(spec.version)
   }
   model.close(8, start)
+  const list = spec.features.join('\n')
+  let columns = columnsByFeatures.get(list)
+  if (!columns) {
+    if (columnsByFeatures.size >= 10_000) columnsByFeatures.clear()
+    columns = new Map(spec.features.map((name, j) => [name, j]))
+    columnsByFeatures.set(list, columns)
+  }
   e = {
-    columns: new Map(spec.features.map((name, j) => [name, j])),
+    columns,
     names,
     labels: { OK: field(5, 'OK'), WARN: field(5, 'WARN'), ALERT: field(5, 'ALERT') },
     alertLabels: { OK: field(2, 'OK'), WARN: field(2, 'WARN'), ALERT: field(2, 'ALERT') },
@@ -314,6 +323,11 @@ export async function scoreReadingBatch(
   const column = new Int32Array(scan.keys.length).fill(-1)
   const seen = new Int32Array(64)
   let stamp = 0
+  const memo = {
+    of: undefined as Map<string, number> | undefined,
+    keys: [] as string[],
+    cols: [] as number[],
+  }
   for (let i = 0; i < n; i++) {
     const key = routes.select(scan.deviceIds[i] as string, scan.sites[i])
     const model = key === undefined ? undefined : models.get(key)
@@ -327,9 +341,23 @@ export async function scoreReadingBatch(
     stamp++
     let found = 0
     const first = scan.first[i] as number
+    if (columns !== memo.of) {
+      memo.of = columns
+      memo.keys.length = 0
+    }
     for (let e = first; e < first + (scan.count[i] as number); e++) {
-      const j = columns.get(scan.keys[e] as string)
-      if (j === undefined) continue
+      // Readings mostly list the same sensors in the same order: the previous reading's column at
+      // this position, when the key is the same string.
+      const p = e - first
+      const k = scan.keys[e] as string
+      let j: number
+      if (memo.keys[p] === k) j = memo.cols[p] as number
+      else {
+        j = columns.get(k) ?? -1
+        memo.keys[p] = k
+        memo.cols[p] = j
+      }
+      if (j < 0) continue
       column[e] = j
       if (marks[j] !== stamp) {
         marks[j] = stamp
