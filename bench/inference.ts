@@ -42,6 +42,8 @@ export interface InferenceBenchOptions {
 }
 
 const log = createLogger({ service: 'cli', logLevel: 'silent' })
+// BENCH_INFERENCE_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" profiles the service (every thread).
+const nodeArgs = (process.env.BENCH_INFERENCE_NODE_ARGS ?? '').split(' ').filter(Boolean)
 
 /** Runs `call` with `inFlight` concurrent loops for `seconds`; calls/s and latency percentiles. */
 async function closedLoop(
@@ -133,12 +135,16 @@ export async function benchInference(opts: InferenceBenchOptions): Promise<void>
         `server ${echoCores.toFixed(2)} cores (${((echoCores / ceiling.perSecond) * 1e6).toFixed(0)} µs CPU per call)`,
     )
 
-    service = await startService('inference', {
-      VIGIL_NATS_URL: nats.url,
-      VIGIL_BOOTSTRAP_ROWS: '0',
-      VIGIL_INFERENCE_WORKER: 'false',
-      VIGIL_LOG_LEVEL: 'warn',
-    })
+    service = await startService(
+      'inference',
+      {
+        VIGIL_NATS_URL: nats.url,
+        VIGIL_BOOTSTRAP_ROWS: '0',
+        VIGIL_INFERENCE_WORKER: 'false',
+        VIGIL_LOG_LEVEL: 'warn',
+      },
+      { nodeArgs },
+    )
     const client: Client<typeof InferenceService> = createClient(InferenceService, transport(service.url))
     const request = (i: number) => {
       const d = fleet[i % fleet.length] as SyntheticDevice
@@ -213,7 +219,6 @@ export async function benchInference(opts: InferenceBenchOptions): Promise<void>
       // A new INFERENCES stream: a purged one would still drop the same msgIDs as duplicates.
       await jsm.streams.delete(BUS.streams.inferences)
       await provisionBus(nc, log)
-      // BENCH_INFERENCE_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" profiles the worker (every thread).
       service = await startService(
         'inference',
         {
@@ -225,7 +230,7 @@ export async function benchInference(opts: InferenceBenchOptions): Promise<void>
             ? { VIGIL_INFERENCE_CONCURRENCY: process.env.VIGIL_INFERENCE_CONCURRENCY }
             : {}),
         },
-        { nodeArgs: (process.env.BENCH_INFERENCE_NODE_ARGS ?? '').split(' ').filter(Boolean) },
+        { nodeArgs },
       )
       const workerStart = Date.now()
       const cpuBefore = processUsage(service.proc.pid!).cpuSeconds
