@@ -94,6 +94,12 @@ export class WireOut {
     this.view = new DataView(this.buf.buffer)
   }
 
+  /** Starts over (the buffer is kept: a writer can serve message after message). */
+  reset(): this {
+    this.pos = 0
+    return this
+  }
+
   /** Room for `extra` more bytes. */
   ensure(extra: number): void {
     if (this.pos + extra <= this.buf.length) return

@@ -175,7 +175,7 @@ describe('store: JetStream → ClickHouse writer (embedded ClickHouse, real nats
             ch,
             `SELECT count() AS n FROM ${ch.table('rejected')} FINAL WHERE reason = 'poison'`,
           )) === 1,
-        10_000,
+        60_000,
         'the dead letter in the rejected table',
       )
     } finally {

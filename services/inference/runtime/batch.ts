@@ -294,6 +294,8 @@ function inferredAtField(ms: number): Uint8Array {
 }
 
 const top = new Int32Array(EXPLAIN_TOP)
+/** Where every batch's inferences are written (then copied out): one buffer, grown as needed. */
+const written = new WireOut(1 << 20)
 
 export async function scoreReadingBatch(
   data: Uint8Array,
@@ -406,7 +408,7 @@ export async function scoreReadingBatch(
   const inferredAt = inferredAtField(inferredAtMs)
   const scores = new Float64Array(n)
   let scored = 0
-  const out = new WireOut(data.length * 2 + 1024)
+  const out = written.reset()
   const batchId = encoder.encode(outcome.batchId)
   out.ensure(batchId.length + 8)
   out.bytes(1, batchId)
