@@ -98,14 +98,7 @@ export function buildOnnx(spec: ModelSpec): Uint8Array {
       node: nodes,
       initializer: initializers,
       input: [valueInfo(GRAPH.input, [GRAPH.batch, f])],
-      output: [
-        valueInfo('score', [GRAPH.batch]),
-        valueInfo('spe', [GRAPH.batch]),
-        valueInfo('t2', [GRAPH.batch]),
-        valueInfo('spe_parts', [GRAPH.batch, f]),
-        valueInfo('t2_parts', [GRAPH.batch, f]),
-        valueInfo('contributions', [GRAPH.batch, f]),
-      ],
+      output: outputs(f),
     }),
     metadataProps: [
       { key: GRAPH.metadataKey, value: JSON.stringify(spec) },
@@ -118,6 +111,11 @@ export function buildOnnx(spec: ModelSpec): Uint8Array {
     ],
   })
   return toBinary(ModelProtoSchema, model)
+}
+
+/** The graph's outputs (GRAPH.outputs): per row, and per row and feature. */
+function outputs(features: number | string): ValueInfoProto[] {
+  return GRAPH.outputs.map((name, i) => valueInfo(name, i < 3 ? [GRAPH.batch] : [GRAPH.batch, features]))
 }
 
 /** From z, t and recon: e, spe_parts, spe (Q), w, t2 (T²). */
@@ -221,14 +219,7 @@ export function buildBankOnnx(): Uint8Array {
         valueInfo(BANK.model, [GRAPH.batch], TensorProto_DataType.INT64),
         ...BANK.parameters.map((name) => valueInfo(bank(name), dims[name])),
       ],
-      output: [
-        valueInfo('score', [GRAPH.batch]),
-        valueInfo('spe', [GRAPH.batch]),
-        valueInfo('t2', [GRAPH.batch]),
-        valueInfo('spe_parts', [GRAPH.batch, 'F']),
-        valueInfo('t2_parts', [GRAPH.batch, 'F']),
-        valueInfo('contributions', [GRAPH.batch, 'F']),
-      ],
+      output: outputs('F'),
     }),
   })
   return toBinary(ModelProtoSchema, model)

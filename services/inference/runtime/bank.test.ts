@@ -6,7 +6,7 @@ import { ModelProtoSchema } from 'onnx-buf'
 import * as ort from 'onnxruntime-node'
 import { InferenceBatchSchema, ReadingSchema } from '../../../gen/vigil/telemetry/v1/telemetry_pb.js'
 import { encodeReadingBatch } from '../../common/codec.js'
-import { BANK, bankParameters, buildBankOnnx, buildOnnx, GRAPH, scoreOutputsOf } from '../model/onnx.js'
+import { bankParameters, buildBankOnnx, buildOnnx, GRAPH, scoreOutputsOf } from '../model/onnx.js'
 import { type ModelSpec, modelName, type ScoreOutputs } from '../model/spec.js'
 import {
   anomalousReading,
@@ -17,7 +17,7 @@ import {
 } from '../model/synthetic.js'
 import { trainingSet, trainModel } from '../model/train.js'
 import { RouteCache, type Routes } from '../routing.js'
-import { ModelBank } from './bank.js'
+import { bankFeeds, ModelBank } from './bank.js'
 import { type RunnableModel, scoreReadingBatch } from './batch.js'
 
 const rng = new Rng(7)
@@ -56,14 +56,7 @@ describe('inference: the model bank', () => {
   let bankRuns = 0
   const runBank = async (bank: ModelBank, values: Float64Array, slots: BigInt64Array, rows: number) => {
     bankRuns++
-    const dims = bank.dims()
-    const feeds: Record<string, ort.Tensor> = {
-      [GRAPH.input]: new ort.Tensor('float64', values, [rows, bank.features]),
-      [BANK.model]: new ort.Tensor('int64', slots, [rows]),
-    }
-    for (const name of BANK.parameters)
-      feeds[`${name}_bank`] = new ort.Tensor('float64', bank.stacked[name], dims[name])
-    return scoreOutputsOf(await bankSession.run(feeds))
+    return scoreOutputsOf(await bankSession.run(bankFeeds(bank, values, slots, rows)))
   }
 
   before(async () => {

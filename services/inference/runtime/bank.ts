@@ -1,7 +1,8 @@
 // The models of one feature list, their parameters stacked for the bank graph (model/onnx.ts): a
-// batch whose readings belong to many of them is scored in one run. Pure data; the run itself is
-// given (a scoring thread runs it on ONNX Runtime).
-import { BANK, type BankParameter, type BankParameters } from '../model/onnx.js'
+// batch whose readings belong to many of them is scored in one run. The run itself is given (a
+// scoring thread runs it on its bank session with `bankFeeds`).
+import * as ort from 'onnxruntime-node'
+import { BANK, type BankParameter, type BankParameters, GRAPH } from '../model/onnx.js'
 import type { ScoreOutputs } from '../model/spec.js'
 
 /** Runs the bank graph: `values` rows × F, `slots` each row's model index. */
@@ -128,4 +129,21 @@ export class ModelBank {
     this.capacity = capacity
     this.components = k
   }
+}
+
+/** The bank graph's inputs for `rows` rows of `values`, row i scored by the model in slot `slots[i]`. */
+export function bankFeeds(
+  bank: ModelBank,
+  values: Float64Array,
+  slots: BigInt64Array,
+  rows: number,
+): Record<string, ort.Tensor> {
+  const dims = bank.dims()
+  const feeds: Record<string, ort.Tensor> = {
+    [GRAPH.input]: new ort.Tensor('float64', values, [rows, bank.features]),
+    [BANK.model]: new ort.Tensor('int64', slots, [rows]),
+  }
+  for (const name of BANK.parameters)
+    feeds[`${name}_bank`] = new ort.Tensor('float64', bank.stacked[name], dims[name])
+  return feeds
 }

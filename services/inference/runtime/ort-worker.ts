@@ -3,10 +3,10 @@
 // `release` posted after some `run`s is handled after them.
 import { parentPort, workerData } from 'node:worker_threads'
 import * as ort from 'onnxruntime-node'
-import { BANK, bankParameters, buildBankOnnx, GRAPH, readSpec, scoreOutputsOf } from '../model/onnx.js'
+import { bankParameters, buildBankOnnx, GRAPH, readSpec, scoreOutputsOf } from '../model/onnx.js'
 import type { ModelSpec, ScoreOutputs } from '../model/spec.js'
 import { RouteCache, type Routes } from '../routing.js'
-import { ModelBank } from './bank.js'
+import { bankFeeds, ModelBank } from './bank.js'
 import { type RunnableModel, scoreReadingBatch, UndecodableBatchError } from './batch.js'
 import type { WorkerReply, WorkerRequest, WorkerSetup } from './protocol.js'
 
@@ -189,12 +189,5 @@ async function runBank(
 ): Promise<ScoreOutputs> {
   bankSession ??= createSession(buildBankOnnx())
   const session = await bankSession
-  const dims = bank.dims()
-  const feeds: Record<string, ort.Tensor> = {
-    [GRAPH.input]: new ort.Tensor('float64', values, [rows, bank.features]),
-    [BANK.model]: new ort.Tensor('int64', slots, [rows]),
-  }
-  for (const name of BANK.parameters)
-    feeds[`${name}_bank`] = new ort.Tensor('float64', bank.stacked[name], dims[name])
-  return scoreOutputsOf(await session.run(feeds))
+  return scoreOutputsOf(await session.run(bankFeeds(bank, values, slots, rows)))
 }
