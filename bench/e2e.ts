@@ -86,7 +86,12 @@ export async function benchEndToEnd(opts: EndToEndBenchOptions): Promise<void> {
     await (await jetstreamManager(nc)).streams.purge(BUS.streams.telemetry)
 
     const quiet = { VIGIL_NATS_URL: nats.url, VIGIL_LOG_LEVEL: 'warn' }
-    const inference = await startService('inference', { ...quiet, VIGIL_BOOTSTRAP_DEVICE_ROWS: '0' })
+    // BENCH_INFERENCE_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" profiles the inference service.
+    const inference = await startService(
+      'inference',
+      { ...quiet, VIGIL_BOOTSTRAP_DEVICE_ROWS: '0' },
+      { nodeArgs: (process.env.BENCH_INFERENCE_NODE_ARGS ?? '').split(' ').filter(Boolean) },
+    )
     const query = await startService(
       'query',
       { ...quiet, VIGIL_DATA_DIR: dataDir.path, VIGIL_INFERENCE_ADDR: inference.url },
