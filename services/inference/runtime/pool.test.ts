@@ -1,7 +1,10 @@
 import assert from 'node:assert/strict'
 import { Writable } from 'node:stream'
 import { after, before, describe, it } from 'node:test'
+import { create } from '@bufbuild/protobuf'
 import pino from 'pino'
+import { ReadingSchema } from '../../../gen/vigil/telemetry/v1/telemetry_pb.js'
+import { encodeReadingBatch } from '../../common/codec.js'
 import { buildOnnx } from '../model/onnx.js'
 import { scoreReference } from '../model/reference.js'
 import { normalReading, Rng, syntheticFleet } from '../model/synthetic.js'
@@ -75,6 +78,28 @@ describe('scoring pool: ONNX Runtime in worker threads', () => {
     const outs = await Promise.all(pending)
     assert.equal(outs.length, 100)
     await assert.rejects(pool.score('m2', row(), 1, f), /not loaded/)
+  })
+
+  it('scores a ReadingBatch handed over as a view into a larger buffer, leaving that buffer alone', async () => {
+    await pool.load('fleet@1', bytes, f)
+    pool.route('fleet', 'production', 'fleet@1')
+    const readings = Array.from({ length: 20 }, (_, i) =>
+      create(ReadingSchema, {
+        eventId: `e-${i}`,
+        deviceId: device!.id,
+        sensors: normalReading(device!, rng),
+      }),
+    )
+    const batch = encodeReadingBatch('b-1', readings, 'test')
+    // As the NATS client gives a message: a Node Buffer over a larger receive buffer.
+    const received = Buffer.alloc(batch.length + 1000, 7)
+    received.set(batch, 500)
+    const data = received.subarray(500, 500 + batch.length)
+    const outcome = await pool.scoreBatch(data, 'x', Date.now())
+    assert.equal(outcome.labels.OK + outcome.labels.WARN + outcome.labels.ALERT, 20)
+    assert.equal(received.buffer.byteLength, batch.length + 1000, 'the receive buffer is not detached')
+    assert.deepEqual(data, Buffer.from(batch))
+    assert.equal(received[0], 7)
   })
 
   it('refuses a file ONNX Runtime cannot load, saying why', async () => {

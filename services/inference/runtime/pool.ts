@@ -139,7 +139,14 @@ export class ScoringPool {
     slot.busy++
     const started = process.hrtime.bigint()
     try {
-      const reply = await this.request(slot, { type: 'batch', id: 0, data, fallbackId, inferredAtMs })
+      // A copy of just these bytes, handed over: a message's bytes are often a view into a larger
+      // buffer of the NATS client, and postMessage would copy all of that buffer. (Not `slice()`:
+      // on a Node Buffer it makes a view, and handing that over would detach the client's buffer.)
+      const own = new Uint8Array(data.byteLength)
+      own.set(data)
+      const reply = await this.request(slot, { type: 'batch', id: 0, data: own, fallbackId, inferredAtMs }, [
+        own.buffer as ArrayBuffer,
+      ])
       if (reply.type === 'error')
         throw reply.poison ? new UndecodableBatchError(reply.message) : new Error(reply.message)
       if (reply.type !== 'batched') throw new Error('unexpected reply')
