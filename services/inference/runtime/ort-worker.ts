@@ -21,7 +21,8 @@ const routes: Routes<string> = new Map()
 const routeCache = new RouteCache(routes, setup.canaryPercent)
 /** Banks by feature list (names joined by a newline). */
 const banks = new Map<string, ModelBank>()
-let bankSession: Promise<ort.InferenceSession> | undefined
+/** The bank graph's session, made with the first model; undefined if it could not be (then no banks). */
+let bankSession: Promise<ort.InferenceSession | undefined> | undefined
 let provider: 'cpu' | 'cuda' = setup.provider
 let queue: Promise<void> = Promise.resolve()
 
@@ -76,7 +77,7 @@ async function handle(msg: WorkerRequest): Promise<void> {
         const spec = readSpec(msg.bytes)
         models.get(msg.key)?.bank?.remove(msg.key)
         sessions.set(msg.key, session)
-        models.set(msg.key, runnable(spec, session, bankFor(spec, msg.key, msg.bytes)))
+        models.set(msg.key, runnable(spec, session, await bankFor(spec, msg.key, msg.bytes)))
         if (old) await old.release()
         reply({ type: 'loaded', id: msg.id, provider })
       } catch (err) {
@@ -168,7 +169,12 @@ function runnable(
 }
 
 /** Puts the model in the bank of its feature list; undefined when its file has no bank parameters. */
-function bankFor(spec: ModelSpec, key: string, bytes: Uint8Array): ModelBank | undefined {
+async function bankFor(spec: ModelSpec, key: string, bytes: Uint8Array): Promise<ModelBank | undefined> {
+  bankSession ??= createSession(buildBankOnnx()).catch((err: Error) => {
+    reply({ type: 'notice', message: `models will be scored one run each: no bank session (${err.message})` })
+    return undefined
+  })
+  if (!(await bankSession)) return undefined
   const parameters = bankParameters(bytes)
   if (!parameters || parameters.features !== spec.features.length) return undefined
   const id = spec.features.join('\n')
@@ -187,7 +193,6 @@ async function runBank(
   slots: BigInt64Array,
   rows: number,
 ): Promise<ScoreOutputs> {
-  bankSession ??= createSession(buildBankOnnx())
-  const session = await bankSession
+  const session = (await bankSession) as ort.InferenceSession
   return scoreOutputsOf(await session.run(bankFeeds(bank, values, slots, rows)))
 }

@@ -63,6 +63,10 @@ export class ScoringPool {
     const worker = new Worker(WORKER_URL, { workerData: setup })
     const slot: Slot = { worker, busy: 0, waiting: new Map() }
     worker.on('message', (reply: WorkerReply) => {
+      if (reply.type === 'notice') {
+        this.opts.log.warn(reply.message)
+        return
+      }
       if (reply.type === 'provider') {
         if (this.provider !== reply.provider)
           this.opts.log.warn({ reason: reply.reason }, 'CUDA is not available here: scoring on the CPU')

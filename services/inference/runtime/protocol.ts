@@ -21,3 +21,5 @@ export type WorkerReply =
   | { type: 'batched'; id: number; outcome: BatchOutcome }
   | { type: 'error'; id: number; message: string; poison?: boolean }
   | { type: 'provider'; provider: 'cpu' | 'cuda'; reason: string }
+  /** Something the service should log (a thread has no logger of its own). */
+  | { type: 'notice'; message: string }
