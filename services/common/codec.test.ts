@@ -20,10 +20,20 @@ describe('codec', () => {
       create(ReadingSchema, { deviceId: 'minimal', sensors: { t: 1 } }),
       create(ReadingSchema, { ts: { seconds: -62135596800n, nanos: 0 } }),
       create(ReadingSchema),
+      // Non-ASCII and long strings (the encoder's ASCII fast path falls back), a negative int32.
+      create(ReadingSchema, {
+        eventId: 'Zürich-✓-😀',
+        deviceId: 'ü'.repeat(40),
+        ts: { seconds: 5n, nanos: -1 },
+        sensors: { ['x'.repeat(200)]: 2 },
+        meta: { ключ: 'значение' },
+      }),
+      create(ReadingSchema, { eventId: 'e'.repeat(300), seq: 1n }),
     ]
     for (const [batchId, source] of [
       ['b-1', 'bridge/host'],
       ['', ''],
+      ['ß'.repeat(100), 's'.repeat(1000)],
     ]) {
       const expected = toBinary(ReadingBatchSchema, create(ReadingBatchSchema, { batchId, readings, source }))
       assert.deepEqual(encodeReadingBatch(batchId!, readings, source!), expected)

@@ -1,6 +1,7 @@
-import { BinaryReader, BinaryWriter, WireType } from '@bufbuild/protobuf/wire'
+import { BinaryReader, WireType } from '@bufbuild/protobuf/wire'
 import type { Timestamp } from '@bufbuild/protobuf/wkt'
 import type { Reading } from '../../gen/vigil/telemetry/v1/telemetry_pb.js'
+import { WireOut } from './wire.js'
 
 // The hot path of the bridge and ingest encodes every reading once. protobuf-es's `toBinary` walks
 // the schema by reflection for each field; this writes the same bytes directly (the tests check
@@ -22,48 +23,57 @@ function cachedUtf8(value: string): Uint8Array {
   return bytes
 }
 
-function writeRepeatedString(w: BinaryWriter, field: number, text: string): void {
-  w.tag(field, WireType.LengthDelimited).bytes(cachedUtf8(text))
+function putTimestamp(out: WireOut, field: number, ts: Timestamp): void {
+  out.ensure(32)
+  const start = out.open()
+  if (ts.seconds !== 0n) out.int64(1, ts.seconds)
+  if (ts.nanos !== 0) out.int64(2, ts.nanos)
+  out.close(field, start)
 }
 
-function writeTimestamp(w: BinaryWriter, field: number, ts: Timestamp): void {
-  w.tag(field, WireType.LengthDelimited).fork()
-  if (ts.seconds !== 0n) w.tag(1, WireType.Varint).int64(ts.seconds)
-  if (ts.nanos !== 0) w.tag(2, WireType.Varint).int32(ts.nanos)
-  w.join()
-}
-
-function writeReading(w: BinaryWriter, r: Reading): void {
-  if (r.eventId !== '') w.tag(1, WireType.LengthDelimited).string(r.eventId)
-  if (r.deviceId !== '') writeRepeatedString(w, 2, r.deviceId)
-  if (r.ts) writeTimestamp(w, 3, r.ts)
-  for (const name in r.sensors) {
-    w.tag(4, WireType.LengthDelimited).fork()
-    writeRepeatedString(w, 1, name)
-    w.tag(2, WireType.Bit64).double(r.sensors[name]!)
-    w.join()
-  }
-  for (const key in r.meta) {
-    w.tag(5, WireType.LengthDelimited).fork()
-    writeRepeatedString(w, 1, key)
-    writeRepeatedString(w, 2, r.meta[key]!)
-    w.join()
-  }
-  if (r.seq !== 0n) w.tag(6, WireType.Varint).uint64(r.seq)
-  if (r.receivedAt) writeTimestamp(w, 7, r.receivedAt)
-}
+/** Where every batch is written (then copied out): one buffer, grown as needed. */
+const batchOut = new WireOut(1 << 16)
 
 /** `toBinary(ReadingBatchSchema, {batchId, readings, source})`, without reflection. */
 export function encodeReadingBatch(batchId: string, readings: Reading[], source: string): Uint8Array {
-  const w = new BinaryWriter()
-  if (batchId !== '') w.tag(1, WireType.LengthDelimited).string(batchId)
+  const out = batchOut.reset()
+  out.ensure(8 + 3 * batchId.length)
+  out.string(1, batchId)
   for (const r of readings) {
-    w.tag(2, WireType.LengthDelimited).fork()
-    writeReading(w, r)
-    w.join()
+    out.ensure(24 + 3 * r.eventId.length)
+    const reading = out.open()
+    out.string(1, r.eventId)
+    if (r.deviceId !== '') {
+      const id = cachedUtf8(r.deviceId)
+      out.ensure(8 + id.length)
+      out.bytes(2, id)
+    }
+    if (r.ts) putTimestamp(out, 3, r.ts)
+    for (const name in r.sensors) {
+      const key = cachedUtf8(name)
+      out.ensure(key.length + 24)
+      const entry = out.open()
+      out.message(1, key, 0, key.length)
+      out.fixedDouble(2, r.sensors[name] as number)
+      out.close(4, entry)
+    }
+    for (const name in r.meta) {
+      const key = cachedUtf8(name)
+      const value = cachedUtf8(r.meta[name] as string)
+      out.ensure(key.length + value.length + 24)
+      const entry = out.open()
+      out.message(1, key, 0, key.length)
+      out.message(2, value, 0, value.length)
+      out.close(5, entry)
+    }
+    out.ensure(32)
+    if (r.seq !== 0n) out.int64(6, r.seq)
+    if (r.receivedAt) putTimestamp(out, 7, r.receivedAt)
+    out.close(2, reading)
   }
-  if (source !== '') w.tag(3, WireType.LengthDelimited).string(source)
-  return w.finish()
+  out.ensure(8 + 3 * source.length)
+  out.string(3, source)
+  return out.result()
 }
 
 // Decoding: the same idea the other way, for the consumers of ReadingBatch (the async inference

@@ -78,6 +78,8 @@ export class Wire {
 }
 
 const HEADER = 3
+const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER)
+const encoder = new TextEncoder()
 
 /**
  * Writes Protobuf into one growing buffer. A nested message is written without measuring it first:
@@ -124,6 +126,55 @@ export class WireOut {
     this.buf[this.pos++] = (field << 3) | WireType.Bit64
     this.view.setFloat64(this.pos, value, true)
     this.pos += 8
+  }
+
+  /** A double field written whatever its value (map entries write theirs always). */
+  fixedDouble(field: number, value: number): void {
+    this.buf[this.pos++] = (field << 3) | WireType.Bit64
+    this.view.setFloat64(this.pos, value, true)
+    this.pos += 8
+  }
+
+  /**
+   * A varint field of a 64-bit integer: uint64, int64 or int32 (negative ones take ten bytes, two's
+   * complement, as Protobuf writes them).
+   */
+  int64(field: number, value: bigint | number): void {
+    this.buf[this.pos++] = (field << 3) | WireType.Varint
+    if (typeof value === 'number' ? value >= 0 : value >= 0n && value <= MAX_SAFE) {
+      this.varint(Number(value))
+      return
+    }
+    let v = BigInt.asUintN(64, BigInt(value))
+    while (v >= 0x80n) {
+      this.buf[this.pos++] = Number(v & 0x7fn) | 0x80
+      v >>= 7n
+    }
+    this.buf[this.pos++] = Number(v)
+  }
+
+  /** A string field (UTF-8); empty is left out. Room for three bytes a character must be ensured. */
+  string(field: number, text: string): void {
+    const n = text.length
+    if (n === 0) return
+    if (n < 0x80) {
+      // ASCII, the usual case, without an encoder call.
+      const start = this.pos
+      const buf = this.buf
+      buf[start] = (field << 3) | WireType.LengthDelimited
+      buf[start + 1] = n
+      let k = 0
+      for (; k < n; k++) {
+        const c = text.charCodeAt(k)
+        if (c > 0x7f) break
+        buf[start + 2 + k] = c
+      }
+      if (k === n) {
+        this.pos = start + 2 + n
+        return
+      }
+    }
+    this.bytes(field, encoder.encode(text))
   }
 
   /** A bytes or string field from `src[start, end)`; empty is left out. */
