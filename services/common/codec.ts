@@ -23,14 +23,6 @@ function cachedUtf8(value: string): Uint8Array {
   return bytes
 }
 
-function putTimestamp(out: WireOut, field: number, ts: Timestamp): void {
-  out.ensure(32)
-  const start = out.open()
-  if (ts.seconds !== 0n) out.int64(1, ts.seconds)
-  if (ts.nanos !== 0) out.int64(2, ts.nanos)
-  out.close(field, start)
-}
-
 /** Where every batch is written (then copied out): one buffer, grown as needed. */
 const batchOut = new WireOut(1 << 16)
 
@@ -48,7 +40,7 @@ export function encodeReadingBatch(batchId: string, readings: Reading[], source:
       out.ensure(8 + id.length)
       out.bytes(2, id)
     }
-    if (r.ts) putTimestamp(out, 3, r.ts)
+    if (r.ts) out.timestamp(3, r.ts.seconds, r.ts.nanos)
     for (const name in r.sensors) {
       const key = cachedUtf8(name)
       out.ensure(key.length + 24)
@@ -68,7 +60,7 @@ export function encodeReadingBatch(batchId: string, readings: Reading[], source:
     }
     out.ensure(32)
     if (r.seq !== 0n) out.int64(6, r.seq)
-    if (r.receivedAt) putTimestamp(out, 7, r.receivedAt)
+    if (r.receivedAt) out.timestamp(7, r.receivedAt.seconds, r.receivedAt.nanos)
     out.close(2, reading)
   }
   out.ensure(8 + 3 * source.length)
@@ -171,43 +163,4 @@ export function decodeReadingBatch(bytes: Uint8Array): {
     else r.skip(wt, no)
   }
   return { batchId, readings, source }
-}
-
-/**
- * Strings made from byte ranges, remembered by their bytes (FNV-1a, then a byte comparison), for
- * text that repeats from message to message (device ids, sensor names, sites): a hit makes no new
- * string. Ranges over 128 bytes are not kept. Bounded; cleared when full.
- */
-export class ByteStringCache {
-  private readonly buckets = new Map<number, { bytes: Uint8Array; text: string }[]>()
-  private size = 0
-
-  constructor(
-    private readonly make: (buf: Uint8Array, start: number, end: number) => string,
-    private readonly max = 50_000,
-  ) {}
-
-  get(buf: Uint8Array, start: number, end: number): string {
-    const n = end - start
-    if (n > 128) return this.make(buf, start, end)
-    let h = 0x811c9dc5
-    for (let k = start; k < end; k++) h = Math.imul(h ^ (buf[k] as number), 0x01000193)
-    const bucket = this.buckets.get(h)
-    if (bucket) {
-      outer: for (const e of bucket) {
-        if (e.bytes.length !== n) continue
-        for (let k = 0; k < n; k++) if (e.bytes[k] !== buf[start + k]) continue outer
-        return e.text
-      }
-    }
-    if (this.size >= this.max) {
-      this.buckets.clear()
-      this.size = 0
-    }
-    const entry = { bytes: buf.slice(start, end), text: this.make(buf, start, end) }
-    if (bucket) bucket.push(entry)
-    else this.buckets.set(h, [entry])
-    this.size++
-    return entry.text
-  }
 }

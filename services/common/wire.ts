@@ -153,6 +153,15 @@ export class WireOut {
     this.buf[this.pos++] = Number(v)
   }
 
+  /** A google.protobuf.Timestamp field (seconds and nanos, each left out when zero; the message written even then). */
+  timestamp(field: number, seconds: bigint | number, nanos: number): void {
+    this.ensure(32)
+    const start = this.open()
+    if (seconds !== 0 && seconds !== 0n) this.int64(1, seconds)
+    if (nanos !== 0) this.int64(2, nanos)
+    this.close(field, start)
+  }
+
   /** A string field (UTF-8); empty is left out. Room for three bytes a character must be ensured. */
   string(field: number, text: string): void {
     const n = text.length
@@ -226,5 +235,44 @@ export class WireOut {
   /** The bytes written, in a buffer of their own. */
   result(): Uint8Array {
     return this.buf.slice(0, this.pos)
+  }
+}
+
+/**
+ * Strings made from byte ranges, remembered by their bytes (FNV-1a, then a byte comparison), for
+ * text that repeats from message to message (device ids, sensor names, sites): a hit makes no new
+ * string. Ranges over 128 bytes are not kept. Bounded; cleared when full.
+ */
+export class ByteStringCache {
+  private readonly buckets = new Map<number, { bytes: Uint8Array; text: string }[]>()
+  private size = 0
+
+  constructor(
+    private readonly make: (buf: Uint8Array, start: number, end: number) => string,
+    private readonly max = 50_000,
+  ) {}
+
+  get(buf: Uint8Array, start: number, end: number): string {
+    const n = end - start
+    if (n > 128) return this.make(buf, start, end)
+    let h = 0x811c9dc5
+    for (let k = start; k < end; k++) h = Math.imul(h ^ (buf[k] as number), 0x01000193)
+    const bucket = this.buckets.get(h)
+    if (bucket) {
+      outer: for (const e of bucket) {
+        if (e.bytes.length !== n) continue
+        for (let k = 0; k < n; k++) if (e.bytes[k] !== buf[start + k]) continue outer
+        return e.text
+      }
+    }
+    if (this.size >= this.max) {
+      this.buckets.clear()
+      this.size = 0
+    }
+    const entry = { bytes: buf.slice(start, end), text: this.make(buf, start, end) }
+    if (bucket) bucket.push(entry)
+    else this.buckets.set(h, [entry])
+    this.size++
+    return entry.text
   }
 }

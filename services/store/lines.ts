@@ -1,7 +1,6 @@
 import { WireType } from '@bufbuild/protobuf/wire'
 import { toDateTime64 } from '../common/clickhouse.js'
-import { ByteStringCache } from '../common/codec.js'
-import { Wire } from '../common/wire.js'
+import { ByteStringCache, Wire } from '../common/wire.js'
 
 // The store writes every reading and every inference once, and on this 2-core machine the
 // JavaScript it spends per row is taken from ClickHouse's inserts running beside it. Decoding a

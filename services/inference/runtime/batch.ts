@@ -10,8 +10,7 @@
 // or Inference objects are made. The tests hold the result to protobuf-es decoding and encoding of
 // the same batch. Field numbers follow proto/vigil/telemetry/v1.
 import { WireType } from '@bufbuild/protobuf/wire'
-import { ByteStringCache } from '../../common/codec.js'
-import { Wire, WireOut } from '../../common/wire.js'
+import { ByteStringCache, Wire, WireOut } from '../../common/wire.js'
 import {
   ANOMALY_RATIO,
   anomalyRatio,
@@ -239,7 +238,7 @@ const columnsByFeatures = new Map<string, Map<string, number>>()
 
 function field(no: number, text: string): Uint8Array {
   const out = new WireOut(16 + text.length * 3)
-  out.bytes(no, encoder.encode(text))
+  out.string(no, text)
   return out.result()
 }
 
@@ -249,11 +248,8 @@ function encodedOf(spec: ModelSpec): Encoded {
   const names = spec.features.map((name) => encoder.encode(name))
   const model = new WireOut(64 + spec.name.length * 3)
   const start = model.open()
-  model.bytes(1, encoder.encode(spec.name))
-  if (spec.version !== 0) {
-    model.buf[model.pos++] = 2 << 3
-    model.varint(spec.version)
-  }
+  model.string(1, spec.name)
+  if (spec.version !== 0) model.int64(2, spec.version)
   model.close(8, start)
   const list = spec.features.join('\n')
   let columns = columnsByFeatures.get(list)
@@ -278,18 +274,8 @@ function encodedOf(spec: ModelSpec): Encoded {
 /** Field 9 (inferred_at) of every inference of a batch. */
 function inferredAtField(ms: number): Uint8Array {
   const out = new WireOut(32)
-  const start = out.open()
   const seconds = Math.floor(ms / 1000)
-  const nanos = (ms - seconds * 1000) * 1_000_000
-  if (seconds !== 0) {
-    out.buf[out.pos++] = 1 << 3
-    out.varint(seconds)
-  }
-  if (nanos !== 0) {
-    out.buf[out.pos++] = 2 << 3
-    out.varint(nanos)
-  }
-  out.close(9, start)
+  out.timestamp(9, seconds, (ms - seconds * 1000) * 1_000_000)
   return out.result()
 }
 
@@ -330,14 +316,20 @@ export async function scoreReadingBatch(
     keys: [] as string[],
     cols: [] as number[],
   }
+  // The model of the previous reading: a fleet or site model serves runs of readings.
+  let current: { key: string; model: RunnableModel; columns: Map<string, number> } | undefined
   for (let i = 0; i < n; i++) {
     const key = routes.select(scan.deviceIds[i] as string, scan.sites[i])
-    const model = key === undefined ? undefined : models.get(key)
-    if (!model || key === undefined) {
+    if (key !== current?.key) {
+      const model = key === undefined ? undefined : models.get(key)
+      current =
+        model && key !== undefined ? { key, model, columns: encodedOf(model.spec).columns } : undefined
+    }
+    if (!current) {
       outcome.noModel++
       continue
     }
-    const { columns } = encodedOf(model.spec)
+    const { key: modelKey, model, columns } = current
     const f = model.spec.features.length
     const marks = f <= seen.length ? seen : new Int32Array(f)
     stamp++
@@ -370,10 +362,10 @@ export async function scoreReadingBatch(
       outcome.missing++
       continue
     }
-    let group = groups.get(key)
+    let group = groups.get(modelKey)
     if (!group) {
       group = []
-      groups.set(key, group)
+      groups.set(modelKey, group)
     }
     group.push(i)
   }
@@ -383,13 +375,15 @@ export async function scoreReadingBatch(
   const runOf = new Int32Array(n).fill(-1)
   const rowOf = new Int32Array(n)
   const specOf: ModelSpec[] = new Array(n)
+  const encodedFor: Encoded[] = new Array(n)
   const outputs: { out: ScoreOutputs; values: Float64Array; f: number }[] = []
   for (const { models: members, run, features } of planRuns(groups, models)) {
     const f = features.length
     const rows = members.reduce((sum, m) => sum + m.indexes.length, 0)
     const values = new Float64Array(rows * f)
     let row = 0
-    for (const { spec, indexes } of members)
+    for (const { spec, indexes } of members) {
+      const enc = encodedOf(spec)
       for (const i of indexes) {
         const first = scan.first[i] as number
         for (let e = first; e < first + (scan.count[i] as number); e++) {
@@ -399,8 +393,10 @@ export async function scoreReadingBatch(
         runOf[i] = outputs.length
         rowOf[i] = row
         specOf[i] = spec
+        encodedFor[i] = enc
         row++
       }
+    }
     outputs.push({ out: await run(values, rows), values, f })
   }
 
@@ -409,16 +405,15 @@ export async function scoreReadingBatch(
   const scores = new Float64Array(n)
   let scored = 0
   const out = written.reset()
-  const batchId = encoder.encode(outcome.batchId)
-  out.ensure(batchId.length + 8)
-  out.bytes(1, batchId)
+  out.ensure(8 + 3 * outcome.batchId.length)
+  out.string(1, outcome.batchId)
   for (let i = 0; i < n; i++) {
     const r = runOf[i] as number
     if (r < 0) continue
     const { out: o, values, f } = outputs[r] as (typeof outputs)[number]
     const row = rowOf[i] as number
     const spec = specOf[i] as ModelSpec
-    const enc = encodedOf(spec)
+    const enc = encodedFor[i] as Encoded
     const first = scan.first[i] as number
     const last = first + (scan.count[i] as number)
     const ts0 = scan.tsStart[i] as number
