@@ -118,6 +118,17 @@ export class CommandService {
    * Hands the command to a bridge. Subscribes to the device's answer first (so a fast device is not
    * missed) and returns the pending answer with the outcome.
    */
+  /** One more try to deliver a queued command; on success it waits for the device's answer. */
+  private async redeliver(command: Command, expiresAt: number): Promise<void> {
+    const outcome = await this.deliver(command, expiresAt - Date.now())
+    if (outcome.outcome !== DeliveryOutcome.SENT) return
+    await this.save(command, CommandState.SENT, 'delivered after the device came back')
+    const timeoutMs = command.timeout ? durationMs(command.timeout) : DEFAULT_TIMEOUT_MS
+    void this.awaitAck(command, outcome, timeoutMs).catch((err: Error) =>
+      this.log.error({ command: command.commandId, err: err.message }, 'command state not saved'),
+    )
+  }
+
   private async deliver(
     command: Command,
     expiresInMs: number,
@@ -204,24 +215,20 @@ export class CommandService {
   async runDispatcher(signal: AbortSignal, intervalMs = 2_000): Promise<void> {
     while (!signal.aborted) {
       try {
+        // Expired commands first, then the deliveries side by side: a bridge slow to answer one
+        // (up to the 5 s request timeout) must not hold back the others or another's expiry.
+        const queued: { command: Command; expiresAt: number }[] = []
         for await (const key of await this.kv.keys()) {
           const entry = await this.kv.get(key)
           if (entry?.operation !== 'PUT') continue
           const command = fromBinary(CommandSchema, entry.value)
           if (command.state !== CommandState.QUEUED) continue
           const expiresAt = command.expiresAt ? timestampDate(command.expiresAt).getTime() : 0
-          if (expiresAt <= Date.now()) {
+          if (expiresAt <= Date.now())
             await this.save(command, CommandState.EXPIRED, 'not delivered before it expired')
-            continue
-          }
-          const outcome = await this.deliver(command, expiresAt - Date.now())
-          if (outcome.outcome !== DeliveryOutcome.SENT) continue
-          await this.save(command, CommandState.SENT, 'delivered after the device came back')
-          const timeoutMs = command.timeout ? durationMs(command.timeout) : DEFAULT_TIMEOUT_MS
-          void this.awaitAck(command, outcome, timeoutMs).catch((err: Error) =>
-            this.log.error({ command: command.commandId, err: err.message }, 'command state not saved'),
-          )
+          else queued.push({ command, expiresAt })
         }
+        await Promise.all(queued.map(({ command, expiresAt }) => this.redeliver(command, expiresAt)))
       } catch (err) {
         if (!signal.aborted) this.log.warn({ err: (err as Error).message }, 'command dispatcher pass failed')
       }
